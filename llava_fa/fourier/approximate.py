@@ -1,0 +1,289 @@
+"""Fourier Approximation (Algorithm 1): W~ ~= Q~ + L1 L2, alternating FourierSVD and PolarQuant.
+
+``fourier_approximate(weight, rank=..., amplitude_bits=..., phase_bits=...)``
+returns a :class:`FourierApproximation` holding exactly what is stored (packed
+codes, scales, complex factors rounded to their storage dtype) and able to
+rebuild the weight. All computation is float32 / complex64 on ``weight.device``.
+
+The loop starts from ``Q~ = 0``, alternates ``L = FourierSVD(W~ - Q~)`` and
+``Q~ = PolarQuant(W~ - L1 L2)``, measures the (calibration-weighted) error of
+the *spatial* reconstruction after each step, stops as soon as the error rises
+and returns the best iterate.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import torch
+
+from .calibration import Calibration, amplitude_scale
+from .polar_quant import CODEBOOKS, Codebook, PolarCodes, polar_quantize
+from .svd import SVD_METHODS, SvdMethod, fourier_svd
+from .transform import Transform, check_transform, from_spectrum, spectrum_columns, spectrum_weights, to_spectrum
+
+FACTOR_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
+
+#: The paper's PolarQuant as printed: 2-D rfft, one amplitude scale per matrix,
+#: uniform amplitude grid, amplitude quantised independently of the phase.
+PAPER_SETTINGS: dict[str, Any] = dict(transform="rfft2", group_size=None, codebook="uniform", phase_aware=False)
+
+
+@dataclass
+class FourierApproximation:
+    """A compressed real matrix ``W ~= from_spectrum(Q~ + L1 L2)``.
+
+    Attributes:
+        shape: ``(m, n)`` of the original weight; ``dtype``: its dtype.
+        transform: ``"rfft"`` or ``"rfft2"`` (see :mod:`.transform`).
+        rank: complex rank ``r`` of the low-rank part (real rank <= 2r).
+        quant: the packed PolarQuant codes of ``Q~`` (``(m, n_cols)``).
+        l1, l2: complex64 ``(m, r)`` and ``(r, n_cols)``, values exactly representable in ``factor_dtype``.
+        factor_dtype: dtype the real and imaginary parts of the factors are stored in.
+        error: relative spatial error ``||W - W_hat|| / ||W||`` (calibration-weighted if ``weighted``).
+        history: the error after each iteration.
+    """
+
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    transform: str
+    rank: int
+    quant: PolarCodes
+    l1: torch.Tensor
+    l2: torch.Tensor
+    factor_dtype: torch.dtype
+    error: float
+    weighted: bool
+    history: list[float] = field(default_factory=list)
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """Packed joint amplitude/phase codes (uint8)."""
+        return self.quant.codes
+
+    @property
+    def scales(self) -> torch.Tensor:
+        """Per-group amplitude scales."""
+        return self.quant.scales
+
+    @property
+    def amplitude_bits(self) -> int:
+        return self.quant.amplitude_bits
+
+    @property
+    def phase_bits(self) -> int:
+        return self.quant.phase_bits
+
+    @property
+    def group_size(self) -> Optional[int]:
+        return self.quant.group_size
+
+    def spectrum(self) -> torch.Tensor:
+        """Complex64 ``(m, n_cols)`` approximation of the weight's half-spectrum."""
+        approx = self.quant.dequantize()
+        if self.rank:
+            approx = approx + self.l1 @ self.l2
+        return approx
+
+    def reconstruct(self) -> torch.Tensor:
+        """The approximated weight: real, ``shape``, ``dtype``, on the codes' device."""
+        return from_spectrum(self.spectrum(), self.shape[1], self.transform).to(self.dtype)
+
+    def lowrank_real(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact real form of the low-rank part: float32 ``A (m, 2r)``, ``B (2r, n)`` with ``A @ B = from_spectrum(L1 L2)``."""
+        return lowrank_to_real(self.l1, self.l2, self.shape[1], self.transform)
+
+    @property
+    def nbits(self) -> int:
+        """Bits stored: codes, scales, codebook and both factors (real + imaginary parts)."""
+        factor_bits = 2 * (self.l1.numel() + self.l2.numel()) * torch.finfo(self.factor_dtype).bits
+        return self.quant.nbits() + factor_bits
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per original weight entry."""
+        return self.nbits / (self.shape[0] * self.shape[1])
+
+
+def lowrank_to_real(
+    l1: torch.Tensor, l2: torch.Tensor, n: int, transform: Transform
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real ``A (m, 2r)``, ``B (2r, n)`` (float32) with ``A @ B == from_spectrum(l1 @ l2, n, transform)``."""
+    from .transform import synthesis_matrix
+
+    a = l1.to(torch.complex64)
+    if transform == "rfft2":
+        a = torch.fft.ifft(a, dim=0, norm="ortho")
+    b = l2.to(torch.complex64) @ synthesis_matrix(n, transform, device=l2.device)
+    return torch.cat([a.real, -a.imag], dim=1), torch.cat([b.real, b.imag], dim=0)
+
+
+def fourier_approximate(
+    weight: torch.Tensor,
+    *,
+    rank: int,
+    amplitude_bits: int,
+    phase_bits: int,
+    group_size: Optional[int] = 64,
+    transform: Transform = "rfft",
+    calibration: Union[None, Calibration, torch.Tensor] = None,
+    max_iters: int = 5,
+    svd_method: SvdMethod = "exact",
+    codebook: Codebook = "uniform",
+    phase_aware: bool = True,
+    factor_dtype: torch.dtype = torch.float16,
+    scale_dtype: torch.dtype = torch.float16,
+    seed: int = 0,
+) -> FourierApproximation:
+    """Compress a real 2-D ``weight`` (any float dtype, any device) with Algorithm 1.
+
+    Args:
+        weight: real ``(m, n)`` matrix (``out_features x in_features`` for a Linear).
+        rank: complex rank of the low-rank factors, ``0 <= rank <= min(m, n_cols)``.
+        amplitude_bits, phase_bits: PolarQuant bit widths, 1..8 each.
+        group_size: complex coefficients per amplitude scale; ``None``: one per matrix (paper).
+        transform: ``"rfft"`` (1-D along inputs, packed) or ``"rfft2"`` (paper).
+        calibration: ``None``, a :class:`Calibration` or the paper's ``(m, n_cols)`` matrix ``C``.
+        max_iters: at most this many FourierSVD/PolarQuant rounds (the best is kept).
+        svd_method: ``"exact"`` or ``"randomized"`` (seeded).
+        codebook: amplitude levels, ``"uniform"`` (paper) or ``"lloyd"`` (fitted, stored).
+        phase_aware: quantise the amplitude projected on the chosen phase (paper: False).
+        factor_dtype: storage dtype of the factors' real/imaginary parts (counted in bits).
+        scale_dtype: storage dtype of the amplitude scales.
+        seed: seed of the randomized SVD.
+    """
+    _validate_weight(weight)
+    m, n = weight.shape
+    check_transform(transform)
+    cols = spectrum_columns(n, transform)
+    _validate_options(rank, amplitude_bits, phase_bits, group_size, max_iters, svd_method, codebook, factor_dtype, m, cols)
+    calib = _as_calibration(calibration, m, cols)
+
+    w = weight.detach().to(torch.float32)
+    spec = to_spectrum(w, transform)
+    half_weights = spectrum_weights(n, transform, device=w.device)
+    col_weights = half_weights if calib is None or calib.col is None else half_weights * calib.col.to(w.device)
+    row_weights = None if calib is None or calib.row is None else calib.row.to(w.device, torch.float32)
+    row_scale = amplitude_scale(row_weights)
+    col_scale = amplitude_scale(col_weights)
+    error_of = _ErrorMeter(w, transform, row_weights, None if calib is None else col_weights)
+
+    quant_kwargs = dict(group_size=group_size, codebook=codebook, phase_aware=phase_aware, scale_dtype=scale_dtype)
+    q_spec = torch.zeros_like(spec)
+    best: Optional[tuple[float, PolarCodes, torch.Tensor, torch.Tensor]] = None
+    history: list[float] = []
+    for step in range(max_iters if rank > 0 else 1):
+        l1, l2 = fourier_svd(spec - q_spec, rank, row_scale, col_scale, method=svd_method, seed=seed + step)
+        l1, l2 = _round_factor(l1, factor_dtype), _round_factor(l2, factor_dtype)
+        low = l1 @ l2 if rank else torch.zeros_like(spec)
+        quant = polar_quantize(spec - low, amplitude_bits, phase_bits, **quant_kwargs)
+        q_spec = quant.dequantize()
+        err = error_of(from_spectrum(q_spec + low, n, transform))
+        history.append(err)
+        if best is not None and err > best[0]:
+            break
+        best = (err, quant, l1, l2)
+    assert best is not None
+    err, quant, l1, l2 = best
+    return FourierApproximation(
+        shape=(m, n),
+        dtype=weight.dtype,
+        transform=transform,
+        rank=rank,
+        quant=quant,
+        l1=l1,
+        l2=l2,
+        factor_dtype=factor_dtype,
+        error=err,
+        weighted=calib is not None,
+        history=history,
+    )
+
+
+class _ErrorMeter:
+    """Relative error of a spatial reconstruction, optionally calibration-weighted in the spectrum."""
+
+    def __init__(self, w: torch.Tensor, transform: str, row: Optional[torch.Tensor], col: Optional[torch.Tensor]):
+        self.w, self.transform, self.row, self.col = w, transform, row, col
+        self.norm = self._norm(w)
+
+    def _norm(self, x: torch.Tensor) -> float:
+        if self.col is None and self.row is None:
+            return float(torch.linalg.vector_norm(x))
+        power = to_spectrum(x, self.transform).abs().square()
+        power = power * self.col.unsqueeze(0)
+        if self.row is not None:
+            power = power * self.row.unsqueeze(1)
+        return float(power.sum().sqrt())
+
+    def __call__(self, approx: torch.Tensor) -> float:
+        return self._norm(self.w - approx) / max(self.norm, 1e-30)
+
+
+def _round_factor(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype == torch.float32:
+        return x.contiguous()
+    return torch.view_as_complex(torch.view_as_real(x.contiguous()).to(dtype).to(torch.float32).contiguous())
+
+
+def _validate_weight(weight: Any) -> None:
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.is_complex() or not weight.is_floating_point():
+        raise TypeError(f"weight must be a real floating-point tensor, got dtype {weight.dtype}")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+    if weight.shape[0] == 0 or weight.shape[1] < 2:
+        raise ValueError(f"weight of shape {tuple(weight.shape)} is too small to compress")
+    if not torch.isfinite(weight).all():
+        raise ValueError("weight contains NaN or Inf; fix the checkpoint before compressing")
+
+
+def _validate_options(
+    rank: Any,
+    amplitude_bits: Any,
+    phase_bits: Any,
+    group_size: Any,
+    max_iters: Any,
+    svd_method: Any,
+    codebook: Any,
+    factor_dtype: Any,
+    m: int,
+    cols: int,
+) -> None:
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+        raise ValueError(f"rank must be a non-negative integer, got {rank!r}")
+    if rank > min(m, cols):
+        raise ValueError(f"rank={rank} exceeds the largest rank of the {m} x {cols} spectrum ({min(m, cols)})")
+    for name, bits in (("amplitude_bits", amplitude_bits), ("phase_bits", phase_bits)):
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 8:
+            raise ValueError(f"{name} must be an integer in 1..8, got {bits!r}")
+    if group_size is not None and (not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1):
+        raise ValueError(f"group_size must be a positive integer or None (one scale per matrix), got {group_size!r}")
+    if not isinstance(max_iters, int) or max_iters < 1:
+        raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
+    if svd_method not in SVD_METHODS:
+        raise ValueError(f"svd_method={svd_method!r} is not supported; use one of {SVD_METHODS}")
+    if codebook not in CODEBOOKS:
+        raise ValueError(f"codebook={codebook!r} is not supported; use one of {CODEBOOKS}")
+    if factor_dtype not in FACTOR_DTYPES:
+        raise ValueError(f"factor_dtype must be one of {FACTOR_DTYPES}, got {factor_dtype!r}")
+
+
+def _as_calibration(calibration: Any, m: int, cols: int) -> Optional[Calibration]:
+    if calibration is None:
+        return None
+    if isinstance(calibration, torch.Tensor):
+        if calibration.dim() != 2 or tuple(calibration.shape) != (m, cols):
+            raise ValueError(
+                f"calibration matrix must have the spectrum's shape ({m}, {cols}), got {tuple(calibration.shape)}"
+            )
+        if not torch.isfinite(calibration).all() or (calibration < 0).any():
+            raise ValueError("calibration matrix must be finite and non-negative")
+        calibration = Calibration.from_matrix(calibration)
+    if not isinstance(calibration, Calibration):
+        raise TypeError(f"calibration must be None, a Calibration or a tensor, got {type(calibration).__name__}")
+    calibration.validate(m, cols)
+    return calibration

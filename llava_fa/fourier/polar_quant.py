@@ -1,0 +1,195 @@
+"""PolarQuant (Algorithm 3 of the LLaVA-FA paper): amplitude/phase quantisation of complex matrices.
+
+Not to be confused with the unrelated KV-cache methods also called "PolarQuant":
+this one quantises each complex coefficient ``z = r e^{i theta}`` of a weight
+spectrum with ``b_r`` amplitude bits and ``b_theta`` phase bits.
+
+* Phase: uniform over the circle, ``theta_hat = q_theta * 2pi / 2^b_theta - pi``.
+  The paper's code ``round((theta + pi) / dtheta)`` reaches ``2^b_theta`` at
+  ``theta = +pi``; it wraps to 0 (the same point on the circle).
+* Amplitude: ``r_hat = scale * level[q_r]`` with ``scale`` the largest amplitude
+  of the group (``group_size=None``: one scale per matrix, the paper's r_max)
+  and ``level`` either the paper's uniform grid ``q / (2^b_r - 1)``
+  (``codebook="uniform"``) or levels fitted to the matrix by weighted Lloyd
+  iterations (``codebook="lloyd"``, stored in float16 and counted).
+* ``phase_aware=True`` quantises the amplitude of the projection of ``z`` on the
+  chosen phase, ``r cos(theta - theta_hat)``, which is the least-squares optimal
+  amplitude for that phase (the paper quantises ``r`` itself: ``phase_aware=False``).
+
+Storage layout (what a kernel reads): the ``(rows, cols)`` matrix is flattened
+row-major and cut into groups of ``group_size`` consecutive coefficients (the
+last group zero-padded). Each coefficient has one joint code
+``(q_r << b_theta) | q_theta`` of ``b_r + b_theta`` bits, bit-packed by
+:mod:`llava_fa.fourier.packing` (4+4 bits: one byte per coefficient).
+Dequantisation is one lookup in a ``2^(b_r+b_theta)`` complex table times the
+group scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+
+from .packing import pack_codes, packed_nbytes, unpack_codes
+
+Codebook = Literal["uniform", "lloyd"]
+CODEBOOKS: tuple[str, ...] = ("uniform", "lloyd")
+LLOYD_ITERS = 20
+
+
+@dataclass
+class PolarCodes:
+    """Packed PolarQuant codes of a complex ``(rows, cols)`` matrix.
+
+    Attributes:
+        codes: uint8, packed joint codes of ``n_groups * group_len`` coefficients.
+        scales: ``(n_groups,)`` per-group amplitude scale (``scale_dtype``).
+        levels: ``(2^amplitude_bits,)`` float normalised amplitude levels in [0, 1].
+        amplitude_bits, phase_bits: bit widths (1..8 each).
+        group_size: coefficients per scale, ``None`` for one scale per matrix.
+        shape: ``(rows, cols)`` of the quantised matrix.
+        codebook: ``"uniform"`` (levels implied by the bit width, not stored) or ``"lloyd"``.
+    """
+
+    codes: torch.Tensor
+    scales: torch.Tensor
+    levels: torch.Tensor
+    amplitude_bits: int
+    phase_bits: int
+    group_size: Optional[int]
+    shape: tuple[int, int]
+    codebook: str = "uniform"
+
+    @property
+    def code_bits(self) -> int:
+        return self.amplitude_bits + self.phase_bits
+
+    @property
+    def group_len(self) -> int:
+        return self.group_size if self.group_size is not None else self.shape[0] * self.shape[1]
+
+    @property
+    def padded_count(self) -> int:
+        return self.scales.numel() * self.group_len
+
+    def lookup_table(self) -> torch.Tensor:
+        """Complex64 ``(2^(b_r+b_theta),)`` table: entry ``code`` is ``level * e^{i theta}``."""
+        return polar_lookup_table(self.levels.float(), self.phase_bits)
+
+    def dequantize(self) -> torch.Tensor:
+        """Complex64 ``(rows, cols)`` matrix the codes stand for."""
+        rows, cols = self.shape
+        codes = unpack_codes(self.codes, self.code_bits, self.padded_count)
+        values = self.lookup_table()[codes].view(-1, self.group_len)
+        values = values * self.scales.float().unsqueeze(1)
+        return values.reshape(-1)[: rows * cols].view(rows, cols)
+
+    def nbits(self) -> int:
+        """Bits stored: packed codes, scales and (for ``"lloyd"``) the amplitude levels."""
+        bits = self.codes.numel() * 8 + self.scales.numel() * self.scales.element_size() * 8
+        if self.codebook != "uniform":
+            bits += self.levels.numel() * self.levels.element_size() * 8
+        return bits
+
+
+def polar_lookup_table(levels: torch.Tensor, phase_bits: int) -> torch.Tensor:
+    """Joint table for amplitude ``levels`` (float, ``(2^b_r,)``) and ``2^phase_bits`` phases."""
+    n_phase = 1 << phase_bits
+    phases = torch.arange(n_phase, device=levels.device, dtype=torch.float32) * (2 * math.pi / n_phase) - math.pi
+    unit = torch.polar(torch.ones_like(phases), phases)
+    return (levels.to(torch.float32).unsqueeze(1) * unit.unsqueeze(0)).reshape(-1)
+
+
+def uniform_levels(amplitude_bits: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The paper's amplitude grid ``q / (2^b_r - 1)``, float32 ``(2^b_r,)``."""
+    n = 1 << amplitude_bits
+    return torch.arange(n, dtype=torch.float32, device=device) / (n - 1)
+
+
+def polar_quantize(
+    z: torch.Tensor,
+    amplitude_bits: int,
+    phase_bits: int,
+    group_size: Optional[int] = None,
+    *,
+    codebook: Codebook = "uniform",
+    phase_aware: bool = False,
+    scale_dtype: torch.dtype = torch.float16,
+) -> PolarCodes:
+    """Quantise a complex ``(rows, cols)`` matrix; see the module docstring for the scheme."""
+    if z.dim() != 2 or not z.is_complex():
+        raise ValueError(f"polar_quantize expects a 2-D complex matrix, got shape {tuple(z.shape)} dtype {z.dtype}")
+    for name, bits in (("amplitude_bits", amplitude_bits), ("phase_bits", phase_bits)):
+        if not isinstance(bits, int) or not 1 <= bits <= 8:
+            raise ValueError(f"{name} must be an integer in 1..8, got {bits!r}")
+    if codebook not in CODEBOOKS:
+        raise ValueError(f"codebook={codebook!r} is not supported; use one of {CODEBOOKS}")
+    rows, cols = z.shape
+    count = rows * cols
+    group_len = count if group_size is None else int(group_size)
+    n_groups = math.ceil(count / group_len)
+    flat = torch.nn.functional.pad(z.to(torch.complex64).reshape(-1), (0, n_groups * group_len - count))
+    groups = flat.view(n_groups, group_len)
+
+    n_phase = 1 << phase_bits
+    dtheta = 2 * math.pi / n_phase
+    theta = torch.angle(groups)
+    q_theta = torch.round((theta + math.pi) / dtheta).to(torch.int64) % n_phase
+    amplitude = groups.abs()
+    if phase_aware:
+        miss = torch.remainder(theta - (q_theta.to(torch.float32) * dtheta - math.pi) + math.pi, 2 * math.pi) - math.pi
+        amplitude = amplitude * torch.cos(miss)
+
+    scales = _group_scales(amplitude, scale_dtype)
+    unit_amp = amplitude / scales.float().unsqueeze(1)
+    levels = uniform_levels(amplitude_bits, z.device)
+    if codebook == "lloyd":
+        levels = _lloyd_levels(unit_amp, scales.float().square().unsqueeze(1), levels).to(torch.float16)
+    q_r = _nearest_level(unit_amp, levels.float())
+    joint = (q_r << phase_bits) | q_theta
+    codes = pack_codes(joint.reshape(-1), amplitude_bits + phase_bits)
+    assert codes.numel() == packed_nbytes(n_groups * group_len, amplitude_bits + phase_bits)
+    return PolarCodes(
+        codes=codes,
+        scales=scales,
+        levels=levels,
+        amplitude_bits=amplitude_bits,
+        phase_bits=phase_bits,
+        group_size=group_size,
+        shape=(rows, cols),
+        codebook=codebook,
+    )
+
+
+def _group_scales(amplitude: torch.Tensor, scale_dtype: torch.dtype) -> torch.Tensor:
+    scales = amplitude.amax(dim=1)
+    scales = torch.where(scales > 0, scales, torch.ones_like(scales)).to(scale_dtype)
+    if not torch.isfinite(scales).all():
+        raise ValueError(
+            f"amplitude scales overflow scale_dtype={scale_dtype}; pass scale_dtype=torch.float32"
+        )
+    return scales
+
+
+def _nearest_level(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest entry of sorted ``levels`` for each value (int64)."""
+    mids = (levels[1:] + levels[:-1]) / 2
+    return torch.bucketize(values.contiguous(), mids.contiguous())
+
+
+def _lloyd_levels(values: torch.Tensor, weights: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+    """Weighted 1-D Lloyd-Max levels for ``values`` (weights broadcast), sorted float32."""
+    levels = init.clone()
+    w = weights.expand_as(values).reshape(-1)
+    v = values.reshape(-1)
+    k = levels.numel()
+    for _ in range(LLOYD_ITERS):
+        idx = _nearest_level(v, levels)
+        mass = torch.zeros(k, device=v.device).index_add_(0, idx, w)
+        moment = torch.zeros(k, device=v.device).index_add_(0, idx, w * v)
+        levels = torch.where(mass > 0, moment / mass.clamp_min(1e-30), levels)
+        levels, _ = torch.sort(levels)
+    return levels
