@@ -7,7 +7,7 @@ error weights), :mod:`.svd` (FourierSVD, Algorithm 2), :mod:`.polar_quant`
 """
 
 from .approximate import PAPER_SETTINGS, FourierApproximation, fourier_approximate, lowrank_to_real
-from .calibration import Calibration, input_power_spectrum
+from .calibration import Calibration, channel_scale, input_power_spectrum
 from .packing import pack_codes, unpack_codes
 from .polar_quant import PolarCodes, polar_quantize
 from .svd import fourier_svd
@@ -21,6 +21,7 @@ __all__ = [
     "fourier_approximate",
     "fourier_svd",
     "from_spectrum",
+    "channel_scale",
     "input_power_spectrum",
     "lowrank_to_real",
     "pack_codes",

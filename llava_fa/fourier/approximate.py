@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .calibration import Calibration, amplitude_scale
+from .calibration import Calibration, amplitude_scale, channel_scale
 from .polar_quant import CODEBOOKS, Codebook, PolarCodes, polar_quantize
 from .svd import SVD_METHODS, SvdMethod, fourier_svd
 from .transform import Transform, check_transform, from_spectrum, spectrum_columns, spectrum_weights, to_spectrum
@@ -44,6 +44,8 @@ class FourierApproximation:
         factor_dtype: dtype the real and imaginary parts of the factors are stored in.
         error: relative spatial error ``||W - W_hat|| / ||W||`` (calibration-weighted if ``weighted``).
         history: the error after each iteration.
+        input_scale: ``None`` or float16 ``(n,)`` channel scale ``d``: the codes and factors
+            approximate ``W diag(d)`` and ``W_hat = from_spectrum(...) diag(1/d)``.
     """
 
     shape: tuple[int, int]
@@ -57,6 +59,7 @@ class FourierApproximation:
     error: float
     weighted: bool
     history: list[float] = field(default_factory=list)
+    input_scale: Optional[torch.Tensor] = None
 
     @property
     def codes(self) -> torch.Tensor:
@@ -81,7 +84,7 @@ class FourierApproximation:
         return self.quant.group_size
 
     def spectrum(self) -> torch.Tensor:
-        """Complex64 ``(m, n_cols)`` approximation of the weight's half-spectrum."""
+        """Complex64 ``(m, n_cols)`` approximation of the half-spectrum of ``W diag(input_scale)``."""
         approx = self.quant.dequantize()
         if self.rank:
             approx = approx + self.l1 @ self.l2
@@ -89,17 +92,24 @@ class FourierApproximation:
 
     def reconstruct(self) -> torch.Tensor:
         """The approximated weight: real, ``shape``, ``dtype``, on the codes' device."""
-        return from_spectrum(self.spectrum(), self.shape[1], self.transform).to(self.dtype)
+        dense = from_spectrum(self.spectrum(), self.shape[1], self.transform)
+        if self.input_scale is not None:
+            dense = dense / self.input_scale.float().unsqueeze(0)
+        return dense.to(self.dtype)
 
     def lowrank_real(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact real form of the low-rank part: float32 ``A (m, 2r)``, ``B (2r, n)`` with ``A @ B = from_spectrum(L1 L2)``."""
-        return lowrank_to_real(self.l1, self.l2, self.shape[1], self.transform)
+        a, b = lowrank_to_real(self.l1, self.l2, self.shape[1], self.transform)
+        if self.input_scale is not None:
+            b = b / self.input_scale.float().unsqueeze(0)
+        return a, b
 
     @property
     def nbits(self) -> int:
-        """Bits stored: codes, scales, codebook and both factors (real + imaginary parts)."""
+        """Bits stored: codes, scales, codebook, both factors (real + imaginary parts), input scale."""
         factor_bits = 2 * (self.l1.numel() + self.l2.numel()) * torch.finfo(self.factor_dtype).bits
-        return self.quant.nbits() + factor_bits
+        scale_bits = 0 if self.input_scale is None else self.input_scale.numel() * 16
+        return self.quant.nbits() + factor_bits + scale_bits
 
     @property
     def bits_per_weight(self) -> float:
@@ -145,7 +155,8 @@ def fourier_approximate(
         amplitude_bits, phase_bits: PolarQuant bit widths, 1..8 each.
         group_size: complex coefficients per amplitude scale; ``None``: one per matrix (paper).
         transform: ``"rfft"`` (1-D along inputs, packed) or ``"rfft2"`` (paper).
-        calibration: ``None``, a :class:`Calibration` or the paper's ``(m, n_cols)`` matrix ``C``.
+        calibration: ``None``, a :class:`Calibration` (spectral ``row``/``col`` weights and/or
+            spatial ``channel`` input power) or the paper's ``(m, n_cols)`` matrix ``C``.
         max_iters: at most this many FourierSVD/PolarQuant rounds (the best is kept).
         svd_method: ``"exact"`` or ``"randomized"`` (seeded).
         codebook: amplitude levels, ``"uniform"`` (paper) or ``"lloyd"`` (fitted, stored).
@@ -159,16 +170,24 @@ def fourier_approximate(
     check_transform(transform)
     cols = spectrum_columns(n, transform)
     _validate_options(rank, amplitude_bits, phase_bits, group_size, max_iters, svd_method, codebook, factor_dtype, m, cols)
-    calib = _as_calibration(calibration, m, cols)
+    calib = _as_calibration(calibration, m, cols, n)
 
     w = weight.detach().to(torch.float32)
-    spec = to_spectrum(w, transform)
+    row_w, col_w, channel_w = (
+        (None, None, None)
+        if calib is None
+        else tuple(None if v is None else v.to(w.device, torch.float32) for v in (calib.row, calib.col, calib.channel))
+    )
+    input_scale = None if channel_w is None else channel_scale(channel_w, calib.channel_alpha)
+    spec = to_spectrum(w if input_scale is None else w * input_scale.unsqueeze(0), transform)
     half_weights = spectrum_weights(n, transform, device=w.device)
-    col_weights = half_weights if calib is None or calib.col is None else half_weights * calib.col.to(w.device)
-    row_weights = None if calib is None or calib.row is None else calib.row.to(w.device, torch.float32)
-    row_scale = amplitude_scale(row_weights)
-    col_scale = amplitude_scale(col_weights)
-    error_of = _ErrorMeter(w, transform, row_weights, None if calib is None else col_weights)
+    row_scale = amplitude_scale(row_w)
+    col_scale = amplitude_scale(half_weights if col_w is None else half_weights * col_w)
+    error_of = _ErrorMeter(w, transform, row_w, col_w, channel_w)
+
+    def to_weight(approx_spec: torch.Tensor) -> torch.Tensor:
+        dense = from_spectrum(approx_spec, n, transform)
+        return dense if input_scale is None else dense / input_scale.unsqueeze(0)
 
     quant_kwargs = dict(group_size=group_size, codebook=codebook, phase_aware=phase_aware, scale_dtype=scale_dtype)
     q_spec = torch.zeros_like(spec)
@@ -180,7 +199,7 @@ def fourier_approximate(
         low = l1 @ l2 if rank else torch.zeros_like(spec)
         quant = polar_quantize(spec - low, amplitude_bits, phase_bits, **quant_kwargs)
         q_spec = quant.dequantize()
-        err = error_of(from_spectrum(q_spec + low, n, transform))
+        err = error_of(to_weight(q_spec + low))
         history.append(err)
         if best is not None and err > best[0]:
             break
@@ -199,21 +218,38 @@ def fourier_approximate(
         error=err,
         weighted=calib is not None,
         history=history,
+        input_scale=None if input_scale is None else input_scale.to(torch.float16),
     )
 
 
 class _ErrorMeter:
-    """Relative error of a spatial reconstruction, optionally calibration-weighted in the spectrum."""
+    """Relative error of a spatial reconstruction, optionally calibration-weighted.
 
-    def __init__(self, w: torch.Tensor, transform: str, row: Optional[torch.Tensor], col: Optional[torch.Tensor]):
-        self.w, self.transform, self.row, self.col = w, transform, row, col
+    Weighted norm of ``X``: ``X diag(sqrt(channel))`` (spatial), then, with ``row``/``col``,
+    ``sqrt(sum_ik row_i col_k w_k |spectrum_ik|^2)`` of that; plain Frobenius otherwise.
+    """
+
+    def __init__(
+        self,
+        w: torch.Tensor,
+        transform: str,
+        row: Optional[torch.Tensor],
+        col: Optional[torch.Tensor],
+        channel: Optional[torch.Tensor],
+    ):
+        self.transform, self.row, self.col = transform, row, col
+        self.channel_amp = None if channel is None else channel.sqrt().unsqueeze(0)
+        self.half_weights = spectrum_weights(w.shape[1], transform, device=w.device)
+        self.w = w
         self.norm = self._norm(w)
 
     def _norm(self, x: torch.Tensor) -> float:
+        if self.channel_amp is not None:
+            x = x * self.channel_amp
         if self.col is None and self.row is None:
             return float(torch.linalg.vector_norm(x))
-        power = to_spectrum(x, self.transform).abs().square()
-        power = power * self.col.unsqueeze(0)
+        col = self.half_weights if self.col is None else self.half_weights * self.col
+        power = to_spectrum(x, self.transform).abs().square() * col.unsqueeze(0)
         if self.row is not None:
             power = power * self.row.unsqueeze(1)
         return float(power.sum().sqrt())
@@ -272,7 +308,7 @@ def _validate_options(
         raise ValueError(f"factor_dtype must be one of {FACTOR_DTYPES}, got {factor_dtype!r}")
 
 
-def _as_calibration(calibration: Any, m: int, cols: int) -> Optional[Calibration]:
+def _as_calibration(calibration: Any, m: int, cols: int, n: int) -> Optional[Calibration]:
     if calibration is None:
         return None
     if isinstance(calibration, torch.Tensor):
@@ -285,5 +321,5 @@ def _as_calibration(calibration: Any, m: int, cols: int) -> Optional[Calibration
         calibration = Calibration.from_matrix(calibration)
     if not isinstance(calibration, Calibration):
         raise TypeError(f"calibration must be None, a Calibration or a tensor, got {type(calibration).__name__}")
-    calibration.validate(m, cols)
+    calibration.validate(m, cols, n)
     return calibration
