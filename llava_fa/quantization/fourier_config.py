@@ -153,7 +153,10 @@ class FourierApproxConfig(QuantizationConfigMixin):
         self.modules_to_not_convert = (
             list(DEFAULT_MODULES_TO_NOT_CONVERT) if modules_to_not_convert is None else list(modules_to_not_convert)
         )
-        self.overrides = {k: dict(v) for k, v in (overrides or {}).items()} if isinstance(overrides, dict) else overrides
+        if overrides is None:
+            overrides = {}
+        self.overrides = {k: dict(v) if isinstance(v, dict) else v for k, v in overrides.items()} \
+            if isinstance(overrides, dict) else overrides
         self.post_init()
 
     def post_init(self) -> None:

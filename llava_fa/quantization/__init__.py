@@ -1,0 +1,26 @@
+"""transformers quantization backend of the Fourier Approximation (`quant_method="fourier_approx"`).
+
+Importing this package registers `FourierApproxConfig` and `FourierApproxHfQuantizer` with transformers.
+Modules: `fourier_config` (the config), `fourier_linear` (the layer), `fourier_integration` (model
+surgery + load-time op), `fourier_quantizer` (HfQuantizer wiring + registration), `calibrate`
+(diagonal calibration statistics), `report` (compression report).
+"""
+
+from .calibrate import calibrate, collect_statistics, save_statistics
+from .fourier_config import FourierApproxConfig
+from .fourier_integration import dequantize_model
+from .fourier_linear import FourierLinear, fourier_layout, is_fourier_linear
+from .fourier_quantizer import FourierApproxHfQuantizer, register_fourier_approx
+
+__all__ = [
+    "FourierApproxConfig",
+    "FourierApproxHfQuantizer",
+    "FourierLinear",
+    "calibrate",
+    "collect_statistics",
+    "dequantize_model",
+    "fourier_layout",
+    "is_fourier_linear",
+    "register_fourier_approx",
+    "save_statistics",
+]

@@ -1,0 +1,180 @@
+"""Model surgery and the load-time op behind `FourierApproxHfQuantizer` (transformers 5.x).
+
+* :func:`replace_with_fourier_linear` swaps `nn.Linear` for empty `FourierLinear` modules on
+  ``meta`` before the weights load (with a placeholder `weight` when compressing on load).
+* :class:`FourierQuantize` receives each dense weight (already on its device-map device, in the
+  model dtype), compresses it with `fourier_approximate` on that device and returns the
+  stored tensors by full name; the dense tensor is dropped right away, so peak memory is the
+  compressed model plus the layer being compressed.
+* :func:`dequantize_model` swaps every `FourierLinear` back for an `nn.Linear`.
+
+This file is shipped as Hub remote code (flat imports only).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from transformers.core_model_loading import ConversionOps
+from transformers.quantizers.quantizers_utils import should_convert_module
+from transformers.utils import logging
+
+from ..fourier.approximate import fourier_approximate
+from ..fourier.transform import spectrum_columns
+from .calibrate import calibration_for, check_calibration_file
+from .fourier_config import FourierApproxConfig, dtype_from_name
+from .fourier_linear import FourierLinear, is_fourier_linear
+
+logger = logging.get_logger(__name__)
+
+#: Attribute of the model holding the tqdm bar of an on-the-fly compression (ops carry no state).
+PROGRESS_ATTR = "_fourier_approx_progress"
+
+
+def too_small_reason(out_features: int, in_features: int, settings: dict[str, Any]) -> Optional[str]:
+    """Why a `(out, in)` Linear cannot take `settings` (None when it can)."""
+    if in_features < 2 or out_features < 1:
+        return f"shape ({out_features}, {in_features}) has no spectrum to compress"
+    cols = spectrum_columns(in_features, settings["transform"])
+    if settings["rank"] > min(out_features, cols):
+        return (f"rank={settings['rank']} exceeds the largest rank {min(out_features, cols)} of its "
+                f"{out_features} x {cols} spectrum")
+    return None
+
+
+def plan_conversion(
+    model: nn.Module, config: FourierApproxConfig, modules_to_not_convert: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Decide which Linear modules become FourierLinear: ``(convert {name: settings}, skipped {name: reason})``.
+
+    Deterministic in (model structure, config), so a pre-quantized reload rebuilds the same modules.
+    Warns once for override patterns that match no converted module.
+    """
+    convert: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    used_patterns: set[str] = set()
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or not should_convert_module(name, modules_to_not_convert):
+            continue
+        settings = config.settings_for(name)
+        reason = too_small_reason(module.out_features, module.in_features, settings)
+        if reason is not None:
+            skipped[name] = reason
+            continue
+        used_patterns.update(config.matching_overrides(name))
+        convert[name] = settings
+    unused = [p for p in config.overrides if p not in used_patterns]
+    if unused:
+        logger.warning(f"FourierApproxConfig.overrides: pattern(s) {unused} match no converted Linear module of "
+                       f"{type(model).__name__}; check the module names (model.named_modules()).")
+    if skipped:
+        listed = "; ".join(f"{n}: {r}" for n, r in list(skipped.items())[:8])
+        more = f" (and {len(skipped) - 8} more)" if len(skipped) > 8 else ""
+        logger.warning(f"FourierApprox: {len(skipped)} Linear module(s) too small to compress are kept dense: "
+                       f"{listed}{more}. Lower `rank` for them with `overrides` to compress them.")
+    return convert, skipped
+
+
+def replace_with_fourier_linear(
+    model: nn.Module,
+    config: FourierApproxConfig,
+    modules_to_not_convert: list[str],
+    *,
+    pre_quantized: bool,
+    dtype: Optional[torch.dtype] = None,
+) -> dict[str, dict[str, Any]]:
+    """Swap the Linear modules chosen by :func:`plan_conversion` for empty FourierLinear ones on meta.
+
+    Returns the converted modules' settings by name. The new modules keep the original bias dtype.
+    """
+    convert, _ = plan_conversion(model, config, modules_to_not_convert)
+    scale_dtype = dtype_from_name(config.scale_dtype)
+    compute_dtype = dtype_from_name(config.compute_dtype)
+    for name, settings in convert.items():
+        linear = model.get_submodule(name)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        bias_dtype = linear.bias.dtype if linear.bias is not None else (dtype or linear.weight.dtype)
+        new = FourierLinear(
+            linear.in_features, linear.out_features, bias=linear.bias is not None,
+            rank=settings["rank"], amplitude_bits=settings["amplitude_bits"], phase_bits=settings["phase_bits"],
+            group_size=settings["group_size"], transform=settings["transform"], codebook=settings["codebook"],
+            scale_dtype=scale_dtype, compute_dtype=compute_dtype, device="meta", dtype=bias_dtype,
+            placeholder=not pre_quantized,
+        )
+        new.compression_settings = dict(settings)
+        setattr(parent, child, new)
+    return convert
+
+
+class FourierQuantize(ConversionOps):
+    """Load-time op: a dense ``Linear.weight`` ``(out, in)`` -> the FourierLinear's stored tensors (full names)."""
+
+    def __init__(self, hf_quantizer: Any):
+        self.hf_quantizer = hf_quantizer
+
+    def convert(
+        self,
+        input_dict: dict[str, Any],
+        model: Optional[nn.Module] = None,
+        full_layer_name: Optional[str] = None,
+        missing_keys: Optional[set] = None,
+        **kwargs: Any,
+    ) -> dict[str, torch.Tensor]:
+        key, value = next(iter(input_dict.items()))
+        value = value[0] if isinstance(value, list) else value
+        target = full_layer_name if full_layer_name and full_layer_name.endswith(".weight") else key
+        module_name = target.rsplit(".", 1)[0]
+        module = model.get_submodule(module_name)
+        config: FourierApproxConfig = self.hf_quantizer.quantization_config
+        settings = dict(module.compression_settings)
+        start = time.perf_counter()
+        approx = fourier_approximate(
+            value,
+            **settings,
+            calibration=calibration_for(config.calibration, module_name, value.shape, settings["transform"]),
+            factor_dtype=dtype_from_name(config.factor_dtype),
+            scale_dtype=dtype_from_name(config.scale_dtype),
+            seed=config.seed,
+        )
+        del value
+        tensors = FourierLinear.tensors_from_approximation(approx)
+        module._parameters.pop("weight", None)
+        module.compress_seconds = time.perf_counter() - start
+        if missing_keys is not None:
+            missing_keys.discard(target)
+        progress = getattr(model, PROGRESS_ATTR, None)
+        if progress is not None:
+            progress.update(1)
+        return {f"{module_name}.{name}": t for name, t in tensors.items()}
+
+
+def check_before_loading(config: FourierApproxConfig, pre_quantized: bool, convert: dict[str, dict[str, Any]]) -> None:
+    """Fail before any weight is read if on-the-fly compression cannot run (bad calibration file)."""
+    if not pre_quantized and config.calibration is not None:
+        check_calibration_file(config.calibration, list(convert))
+
+
+def unloaded_modules(model: nn.Module) -> list[str]:
+    """FourierLinear modules whose placeholder weight was never filled (the checkpoint lacked it)."""
+    return [n for n, m in model.named_modules() if is_fourier_linear(m) and "weight" in m._parameters]
+
+
+def dequantize_model(model: nn.Module, dtype: Optional[torch.dtype] = None) -> nn.Module:
+    """Replace every FourierLinear of `model` (in place) by the `nn.Linear` it approximates; returns `model`."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    for name, module in list(model.named_modules()):
+        if not is_fourier_linear(module):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, module.dequantize(dtype))
+    return model
+
+
+__all__ = ["FourierQuantize", "replace_with_fourier_linear", "plan_conversion", "dequantize_model",
+           "too_small_reason", "unloaded_modules", "check_before_loading", "PROGRESS_ATTR"]

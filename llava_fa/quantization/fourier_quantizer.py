@@ -1,0 +1,115 @@
+"""`FourierApproxHfQuantizer`: transformers wiring of the Fourier Approximation (like transformers' quantizer_*.py).
+
+Importing this module registers `FourierApproxConfig` and the quantizer under
+`quant_method="fourier_approx"` (guarded: remote code may import a second copy). The shipped
+LLaVA-FA configuration file imports it, so a saved quantized folder loads with
+`trust_remote_code=True` where `llava_fa` is not installed.
+
+This file is shipped as Hub remote code (flat imports only).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from transformers.quantizers import register_quantization_config, register_quantizer
+from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
+from transformers.quantizers.base import HfQuantizer
+from transformers.quantizers.quantizers_utils import get_module_from_name
+from transformers.utils import logging
+
+from .fourier_config import QUANT_METHOD, FourierApproxConfig
+from .fourier_integration import (
+    PROGRESS_ATTR,
+    FourierQuantize,
+    check_before_loading,
+    dequantize_model,
+    replace_with_fourier_linear,
+    unloaded_modules,
+)
+from .fourier_linear import is_fourier_linear
+
+logger = logging.get_logger(__name__)
+
+
+class FourierApproxHfQuantizer(HfQuantizer):
+    """Quantize-on-load and pre-quantized loading of `FourierLinear` modules (see `fourier_integration`)."""
+
+    requires_calibration = False
+    quantization_config: FourierApproxConfig
+
+    def __init__(self, quantization_config: FourierApproxConfig, **kwargs: Any):
+        super().__init__(quantization_config, **kwargs)
+        self.modules_to_not_convert: list[str] = []
+
+    def is_serializable(self) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return True
+
+    @property
+    def is_qat_trainable(self) -> bool:
+        return True
+
+    def update_device_map(self, device_map: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        """Compress on the GPU when there is one (transformers would otherwise load to the CPU)."""
+        if device_map is None:
+            device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+        return device_map
+
+    def param_element_size(self, model, param_name: str, param: torch.Tensor) -> float:
+        # The placeholder weight is never materialised as such: count it as 0 bytes for device_map="auto".
+        if self.param_needs_quantization(model, param_name):
+            return 0
+        return param.element_size()
+
+    def param_needs_quantization(self, model, param_name: str, **kwargs: Any) -> bool:
+        if self.pre_quantized:
+            return False
+        module, tensor_name = get_module_from_name(model, param_name)
+        return tensor_name == "weight" and is_fourier_linear(module) and "weight" in module._parameters
+
+    def get_quantize_ops(self) -> FourierQuantize:
+        return FourierQuantize(self)
+
+    def _process_model_before_weight_loading(self, model, keep_in_fp32_modules: Optional[list[str]] = None,
+                                             dtype: Optional[torch.dtype] = None, **kwargs: Any) -> None:
+        self.modules_to_not_convert = self.get_modules_to_not_convert(
+            model, self.quantization_config.modules_to_not_convert, keep_in_fp32_modules, add_default_skips=True
+        )
+        convert = replace_with_fourier_linear(model, self.quantization_config, self.modules_to_not_convert,
+                                              pre_quantized=self.pre_quantized, dtype=dtype)
+        check_before_loading(self.quantization_config, self.pre_quantized, convert)
+        if not self.pre_quantized:
+            from tqdm.auto import tqdm
+
+            model.__dict__[PROGRESS_ATTR] = tqdm(total=len(convert), desc="Fourier-compressing", unit="module")
+
+    def _process_model_after_weight_loading(self, model, **kwargs: Any):
+        progress = model.__dict__.pop(PROGRESS_ATTR, None)
+        if progress is not None:
+            progress.close()
+        missing = unloaded_modules(model)
+        if missing:
+            raise ValueError(f"FourierApprox: the checkpoint has no dense weight for {len(missing)} module(s) to "
+                             f"compress (e.g. {missing[:3]}); check that the checkpoint matches the model class.")
+        return model
+
+    def _dequantize(self, model, dtype: Optional[torch.dtype] = None):
+        return dequantize_model(model, dtype)
+
+
+def register_fourier_approx() -> None:
+    """Register the config and the quantizer with transformers (no-op when already registered)."""
+    if QUANT_METHOD not in AUTO_QUANTIZATION_CONFIG_MAPPING:
+        register_quantization_config(QUANT_METHOD)(FourierApproxConfig)
+    if QUANT_METHOD not in AUTO_QUANTIZER_MAPPING:
+        register_quantizer(QUANT_METHOD)(FourierApproxHfQuantizer)
+
+
+register_fourier_approx()
+
+__all__ = ["FourierApproxHfQuantizer", "register_fourier_approx"]
