@@ -35,6 +35,18 @@ SHIPPED_MODULES: list[str] = [
     "llava_fa.modeling.configuration_llava_fa",
     "llava_fa.modeling.modeling_llava_fa",
     "llava_fa.modeling.processing_llava_fa",
+    # Fourier core + quantization backend (issue #4): the shipped config registers the quantizer.
+    "llava_fa.fourier.transform",
+    "llava_fa.fourier.packing",
+    "llava_fa.fourier.polar_quant",
+    "llava_fa.fourier.svd",
+    "llava_fa.fourier.calibration",
+    "llava_fa.fourier.approximate",
+    "llava_fa.quantization.fourier_config",
+    "llava_fa.quantization.fourier_linear",
+    "llava_fa.quantization.calibrate",
+    "llava_fa.quantization.fourier_integration",
+    "llava_fa.quantization.fourier_quantizer",
 ]
 
 _PACKAGE = "llava_fa"

@@ -1,0 +1,54 @@
+"""Shared fixtures for the LLaVA-FA model/processor/remote-code tests: tiny models saved in tmp dirs.
+
+Nothing here downloads: HF_HUB_OFFLINE=1 is set before transformers is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="llava_fa_hf_modules_"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def gradient_image(width: int = 40, height: int = 30, seed: int = 0) -> Image.Image:
+    """A deterministic RGB gradient (plus a seeded tint) as a PIL image."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    tint = np.random.default_rng(seed).integers(0, 64, size=3)
+    rgb = np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), (xx + yy) % 256], axis=-1)
+    return Image.fromarray(((rgb + tint) % 256).astype("uint8"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_and_processor():
+    """(model, processor) of the "tiny" preset, seed 0, eval mode. Do not mutate the model in tests."""
+    from llava_fa.modeling import build_tiny_llava_fa
+
+    return build_tiny_llava_fa(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """A saved tiny LLaVA-FA folder (model + processor + remote code), seed 0."""
+    from llava_fa.modeling import save_tiny_llava_fa
+
+    return save_tiny_llava_fa(tmp_path_factory.mktemp("tiny") / "tiny_llava_fa", seed=0)
+
+
+@pytest.fixture
+def image():
+    return gradient_image()
+
+
+@pytest.fixture
+def chat_inputs(tiny_model_and_processor):
+    """Processor output (return_tensors="pt") for one user turn with one image, generation prompt added."""
+    _, processor = tiny_model_and_processor
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the image?"}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    return processor(images=gradient_image(), text=text, return_tensors="pt")
