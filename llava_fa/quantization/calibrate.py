@@ -5,6 +5,8 @@
 
 * ``{module}.power``: the input power spectrum ``E|rfft(x, norm="ortho")_k|^2``, float32
   ``(in_features // 2 + 1,)`` (full rfft layout, whatever the transform used later);
+* ``{module}.channel``: the spatial input power per channel ``E[x_j^2]``, float32 ``(in_features,)``
+  (activation-aware channel scaling of the core, ``Calibration.channel``);
 * ``{module}.fisher`` (``fisher=True``): the mean squared output gradient per output feature,
   float32 ``(out_features,)`` (diagonal Fisher of the rows), from ``model(**batch).loss.backward()``.
 
@@ -73,12 +75,14 @@ def collect_statistics(
         raise ValueError(f"calibrate: {type(model).__name__} has no nn.Linear module to calibrate"
                          + (f" among {modules}" if modules else "") + ".")
     power = {n: _RunningMean() for n in linears}
+    channel = {n: _RunningMean() for n in linears}
     grads = {n: _RunningMean() for n in linears} if fisher else {}
     handles = []
     for name, module in linears.items():
         def fwd_hook(mod, args, out, name=name):
             x = args[0].detach().to(torch.float32)
             power[name].add(torch.fft.rfft(x, dim=-1, norm="ortho").abs().square())
+            channel[name].add(x.square())
         handles.append(module.register_forward_hook(fwd_hook))
         if fisher:
             def bwd_hook(mod, grad_input, grad_output, name=name):
@@ -113,6 +117,7 @@ def collect_statistics(
     for name in linears:
         if power[name].count:
             stats[f"{name}.power"] = power[name].mean()
+            stats[f"{name}.channel"] = channel[name].mean()
         if fisher and grads[name].count:
             stats[f"{name}.fisher"] = grads[name].mean()
     return stats
@@ -195,10 +200,23 @@ def power_to_columns(power: torch.Tensor, n: int, transform: str) -> torch.Tenso
     return power[:cols].clone()
 
 
+#: Statistics `calibration_for` can use, and the `Calibration` field each one feeds.
+CALIBRATION_STATS: tuple[str, ...] = ("power", "channel", "fisher")
+
+
 def calibration_for(
-    path: Optional[str], module_name: str, shape: tuple[int, int], transform: str
+    path: Optional[str],
+    module_name: str,
+    shape: tuple[int, int],
+    transform: str,
+    stats: tuple[str, ...] = CALIBRATION_STATS,
+    channel_alpha: float = 0.5,
 ) -> Optional[Calibration]:
-    """The core `Calibration` of `module_name` (weight `shape` ``(out, in)``) from the file at `path`, or None."""
+    """The core `Calibration` of `module_name` (weight `shape` ``(out, in)``) from the file at `path`, or None.
+
+    `stats` selects what is used: ``"power"`` -> spectral column weights, ``"channel"`` -> spatial
+    channel scaling (exponent `channel_alpha`), ``"fisher"`` -> row weights.
+    """
     if path is None:
         return None
     out_features, in_features = int(shape[0]), int(shape[1])
@@ -206,16 +224,25 @@ def calibration_for(
         keys = set(handle.keys())
         if f"{module_name}.power" not in keys:
             return None
-        power = handle.get_tensor(f"{module_name}.power").to(torch.float32)
-        fisher = handle.get_tensor(f"{module_name}.fisher").to(torch.float32) if f"{module_name}.fisher" in keys else None
-    if power.shape != (in_features // 2 + 1,):
+        def read(kind: str) -> Optional[torch.Tensor]:
+            key = f"{module_name}.{kind}"
+            return handle.get_tensor(key).to(torch.float32) if kind in stats and key in keys else None
+
+        power, channel, fisher = read("power"), read("channel"), read("fisher")
+    if power is not None and power.shape != (in_features // 2 + 1,):
         raise ValueError(f"FourierApproxConfig.calibration: {path!r} holds a power spectrum of length {power.numel()} "
                          f"for {module_name}, whose in_features={in_features} needs {in_features // 2 + 1}; the "
                          f"statistics were collected on another model: re-run llava_fa.calibrate on this one.")
     if fisher is not None and fisher.shape != (out_features,):
         raise ValueError(f"FourierApproxConfig.calibration: {path!r} holds a Fisher vector of length {fisher.numel()} "
                          f"for {module_name}, expected out_features={out_features}; re-run llava_fa.calibrate.")
-    return Calibration(row=fisher, col=power_to_columns(power, in_features, transform))
+    if channel is not None and channel.shape != (in_features,):
+        raise ValueError(f"FourierApproxConfig.calibration: {path!r} holds a channel power of length {channel.numel()} "
+                         f"for {module_name}, expected in_features={in_features}; re-run llava_fa.calibrate.")
+    if power is None and channel is None and fisher is None:
+        return None
+    col = None if power is None else power_to_columns(power, in_features, transform)
+    return Calibration(row=fisher, col=col, channel=channel, channel_alpha=channel_alpha)
 
 
 __all__ = ["calibrate", "collect_statistics", "save_statistics", "calibration_for", "check_calibration_file",

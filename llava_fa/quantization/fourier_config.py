@@ -26,6 +26,9 @@ from ..fourier.polar_quant import CODEBOOKS
 from ..fourier.svd import SVD_METHODS
 from ..fourier.transform import TRANSFORMS
 
+#: Statistics of a calibration file (see `llava_fa.quantization.calibrate`).
+CALIBRATION_STATS: tuple[str, ...] = ("power", "channel", "fisher")
+
 QUANT_METHOD = "fourier_approx"
 
 #: Module names never converted unless the user passes their own list (output head, embeddings).
@@ -102,8 +105,11 @@ class FourierApproxConfig(QuantizationConfigMixin):
         scale_dtype: storage dtype of the amplitude scales.
         seed: seed of the randomized SVD.
         calibration: `None` or the path of a statistics file written by `llava_fa.calibrate`
-            (per-module input power spectra, optionally output-gradient Fisher); makes the
-            compression minimise the calibration-weighted (output) error.
+            (per-module input power spectra and channel power, optionally output-gradient Fisher);
+            makes the compression minimise the calibration-weighted (output) error.
+        calibration_stats: which statistics of the file to use, among `"power"` (spectral column
+            weights), `"channel"` (spatial input-channel scaling) and `"fisher"` (row weights); default all.
+        channel_alpha: exponent of the channel scaling ``d = channel^(alpha / 2)``, in [0, 1].
         modules_to_not_convert: module names (prefix, regex or suffix, transformers' rules) kept dense;
             default: `lm_head` and embeddings. The output embeddings and tied weights are always kept.
         overrides: `{pattern: {field: value}}` per-module settings (see the module docstring).
@@ -125,6 +131,8 @@ class FourierApproxConfig(QuantizationConfigMixin):
         scale_dtype: Any = "float16",
         seed: int = 0,
         calibration: Optional[str] = None,
+        calibration_stats: Optional[list[str]] = None,
+        channel_alpha: float = 0.5,
         modules_to_not_convert: Optional[list[str]] = None,
         overrides: Optional[dict[str, dict[str, Any]]] = None,
         compute_dtype: Any = None,
@@ -150,6 +158,8 @@ class FourierApproxConfig(QuantizationConfigMixin):
         self.compute_dtype = _dtype_name(compute_dtype, "compute_dtype", allow_none=True)
         self.seed = seed
         self.calibration = None if calibration is None else str(calibration) if hasattr(calibration, "__fspath__") else calibration
+        self.calibration_stats = list(CALIBRATION_STATS) if calibration_stats is None else calibration_stats
+        self.channel_alpha = channel_alpha
         self.modules_to_not_convert = (
             list(DEFAULT_MODULES_TO_NOT_CONVERT) if modules_to_not_convert is None else list(modules_to_not_convert)
         )
@@ -166,7 +176,16 @@ class FourierApproxConfig(QuantizationConfigMixin):
         if self.calibration is not None and not isinstance(self.calibration, str):
             raise ValueError(f"FourierApproxConfig: calibration must be None or the path of a statistics file written "
                              f"by llava_fa.calibrate, got {type(self.calibration).__name__}.")
-        if not all(isinstance(m, str) and m for m in self.modules_to_not_convert):
+        if not isinstance(self.calibration_stats, (list, tuple)) or not self.calibration_stats or \
+                not set(self.calibration_stats) <= set(CALIBRATION_STATS):
+            raise ValueError(f"FourierApproxConfig: calibration_stats must be a non-empty list among {CALIBRATION_STATS}, "
+                             f"got {self.calibration_stats!r}.")
+        self.calibration_stats = list(self.calibration_stats)
+        if isinstance(self.channel_alpha, bool) or not isinstance(self.channel_alpha, (int, float)) \
+                or not 0.0 <= float(self.channel_alpha) <= 1.0:
+            raise ValueError(f"FourierApproxConfig: channel_alpha must be a number in [0, 1], got {self.channel_alpha!r}.")
+        if not isinstance(self.modules_to_not_convert, list) or \
+                not all(isinstance(m, str) and m for m in self.modules_to_not_convert):
             raise ValueError(f"FourierApproxConfig: modules_to_not_convert must be a list of non-empty module names, "
                              f"got {self.modules_to_not_convert!r}.")
         if not isinstance(self.overrides, dict):

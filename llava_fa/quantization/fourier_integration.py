@@ -135,7 +135,8 @@ class FourierQuantize(ConversionOps):
         approx = fourier_approximate(
             value,
             **settings,
-            calibration=calibration_for(config.calibration, module_name, value.shape, settings["transform"]),
+            calibration=calibration_for(config.calibration, module_name, tuple(value.shape), settings["transform"],
+                                        tuple(config.calibration_stats), float(config.channel_alpha)),
             factor_dtype=dtype_from_name(config.factor_dtype),
             scale_dtype=dtype_from_name(config.scale_dtype),
             seed=config.seed,

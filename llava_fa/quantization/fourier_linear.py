@@ -13,6 +13,8 @@ codes          (packed_bytes,)              uint8 buffer, packed joint (amplitud
 scales         (n_groups,)                  ``scale_dtype`` buffer, per-group amplitude scale
 levels         (2^amplitude_bits,)          float32 (uniform) / float16 (lloyd) buffer
 approx_error   ()                           float32 buffer, relative spatial error at compression
+input_scale    (in,)                        float16 buffer, channel scale ``d`` (ones without channel
+                                            calibration): ``W = from_spectrum(...) diag(1 / d)``
 lora_l1        (out, r, 2)                  float32 Parameter, real/imag parts of L1
 lora_l2        (r, n_cols, 2)               float32 Parameter, real/imag parts of L2
 bias           (out,)                       Parameter (optional)
@@ -41,7 +43,7 @@ from ..fourier.polar_quant import PolarCodes
 from ..fourier.transform import from_spectrum, spectrum_columns
 
 #: Names of the tensors a FourierLinear stores (besides `bias`).
-STORED_TENSORS: tuple[str, ...] = ("codes", "scales", "levels", "approx_error", "lora_l1", "lora_l2")
+STORED_TENSORS: tuple[str, ...] = ("codes", "scales", "levels", "approx_error", "input_scale", "lora_l1", "lora_l2")
 
 
 def fourier_layout(
@@ -66,6 +68,7 @@ def fourier_layout(
         "scales": ((n_groups,), scale_dtype),
         "levels": ((1 << amplitude_bits,), torch.float16 if codebook == "lloyd" else torch.float32),
         "approx_error": ((), torch.float32),
+        "input_scale": ((in_features,), torch.float16),
         "lora_l1": ((out_features, rank, 2), torch.float32),
         "lora_l2": ((rank, cols, 2), torch.float32),
     }
@@ -122,9 +125,9 @@ class FourierLinear(nn.Module):
         layout = fourier_layout(self.out_features, self.in_features, rank=self.rank, amplitude_bits=self.amplitude_bits,
                                 phase_bits=self.phase_bits, group_size=self.group_size, transform=transform,
                                 codebook=codebook, scale_dtype=scale_dtype)
-        for name in ("codes", "scales", "levels", "approx_error"):
+        for name in ("codes", "scales", "levels", "approx_error", "input_scale"):
             shape, dt = layout[name]
-            self.register_buffer(name, torch.zeros(shape, dtype=dt, device=device))
+            self.register_buffer(name, torch.ones(shape, dtype=dt, device=device))
         for name in ("lora_l1", "lora_l2"):
             shape, dt = layout[name]
             self.register_parameter(name, nn.Parameter(torch.zeros(shape, dtype=dt, device=device)))
@@ -138,11 +141,16 @@ class FourierLinear(nn.Module):
     def tensors_from_approximation(approx: FourierApproximation) -> dict[str, torch.Tensor]:
         """The stored tensors (by local name, without bias) of a core approximation, on its device."""
         quant = approx.quant
+        device = quant.codes.device
+        input_scale = getattr(approx, "input_scale", None)
+        if input_scale is None:
+            input_scale = torch.ones(approx.shape[1], dtype=torch.float16, device=device)
         return {
             "codes": quant.codes.contiguous(),
             "scales": quant.scales.contiguous(),
             "levels": quant.levels.contiguous(),
-            "approx_error": torch.tensor(float(approx.error), dtype=torch.float32, device=quant.codes.device),
+            "approx_error": torch.tensor(float(approx.error), dtype=torch.float32, device=device),
+            "input_scale": input_scale.to(device=device, dtype=torch.float16).contiguous(),
             "lora_l1": torch.view_as_real(approx.l1.to(torch.complex64)).contiguous(),
             "lora_l2": torch.view_as_real(approx.l2.to(torch.complex64)).contiguous(),
         }
@@ -197,6 +205,7 @@ class FourierLinear(nn.Module):
     def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """The approximated weight, real ``(out, in)``, float32 unless `dtype` is given."""
         weight = from_spectrum(self.spectrum(), self.in_features, self.transform)
+        weight = weight / self.input_scale.float().unsqueeze(0)
         return weight if dtype is None else weight.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,8 +226,10 @@ class FourierLinear(nn.Module):
 
     # ----- accounting -----------------------------------------------------------------------
     def nbits(self, factor_bits: int = 16) -> int:
-        """Bits of the compressed weight: codes + scales (+ lloyd levels) + factors at `factor_bits` per real number."""
+        """Bits of the compressed weight: codes + scales (+ lloyd levels) + input scale + factors at `factor_bits`."""
         bits = self.polar_codes().nbits()
+        if not bool(torch.all(self.input_scale == 1)):
+            bits += self.input_scale.numel() * 16
         return bits + (self.lora_l1.numel() + self.lora_l2.numel()) * factor_bits
 
     def stored_bytes(self) -> int:
