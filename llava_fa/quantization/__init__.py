@@ -11,16 +11,20 @@ from .fourier_config import FourierApproxConfig
 from .fourier_integration import dequantize_model
 from .fourier_linear import FourierLinear, fourier_layout, is_fourier_linear
 from .fourier_quantizer import FourierApproxHfQuantizer, register_fourier_approx
+from .report import CompressionReport, ModuleReport, compression_report
 
 __all__ = [
+    "CompressionReport",
     "FourierApproxConfig",
     "FourierApproxHfQuantizer",
     "FourierLinear",
     "calibrate",
     "collect_statistics",
+    "compression_report",
     "dequantize_model",
     "fourier_layout",
     "is_fourier_linear",
+    "ModuleReport",
     "register_fourier_approx",
     "save_statistics",
 ]
