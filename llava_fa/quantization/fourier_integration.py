@@ -60,11 +60,11 @@ def plan_conversion(
         if not isinstance(module, nn.Linear) or not should_convert_module(name, modules_to_not_convert):
             continue
         settings = config.settings_for(name)
+        used_patterns.update(config.matching_overrides(name))
         reason = too_small_reason(module.out_features, module.in_features, settings)
         if reason is not None:
             skipped[name] = reason
             continue
-        used_patterns.update(config.matching_overrides(name))
         convert[name] = settings
     unused = [p for p in config.overrides if p not in used_patterns]
     if unused:
@@ -159,6 +159,54 @@ def check_before_loading(config: FourierApproxConfig, pre_quantized: bool, conve
         check_calibration_file(config.calibration, list(convert))
 
 
+def _read_header_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of one safetensors file; `ValueError` naming the file if it is corrupt or truncated."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+    except Exception as exc:  # SafetensorError is not importable as a stable class
+        raise ValueError(f"FourierApprox: checkpoint file {path!r} is corrupt or truncated ({exc}); re-save or "
+                         f"re-download it. Nothing was loaded.") from None
+
+
+def check_checkpoint(model: nn.Module, checkpoint_files: Optional[list[str]], pre_quantized: bool) -> None:
+    """Before any weight is read: every safetensors file must be readable, and each converted module's
+    tensors found in it must have the shapes the model (and the quantization config) expect.
+
+    Raises `ValueError` naming the module, the tensor, both shapes and what to do.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for path in checkpoint_files or []:
+        if str(path).endswith(".safetensors"):
+            shapes.update(_read_header_shapes(str(path)))
+    if not shapes:
+        return
+    problems = []
+    for name, module in model.named_modules():
+        if not is_fourier_linear(module):
+            continue
+        if pre_quantized:
+            expected = {t: tuple(getattr(module, t).shape) for t in ("codes", "scales", "levels", "lora_l1", "lora_l2")}
+            if f"{name}.weight" in shapes:
+                problems.append(f"{name}: the checkpoint holds a dense `weight` but the quantization config converts "
+                                f"this module; the config does not match the checkpoint")
+                continue
+        else:
+            expected = {"weight": (module.out_features, module.in_features)}
+        for tensor, shape in expected.items():
+            found = shapes.get(f"{name}.{tensor}")
+            if found is not None and found != shape:
+                problems.append(f"{name}.{tensor}: checkpoint {found} vs expected {shape}")
+    if problems:
+        hint = ("the quantization_config in config.json (rank, bits, group_size, transform, overrides) or the model "
+                "config does not match the saved tensors; load the folder with the config it was saved with"
+                if pre_quantized else "the checkpoint was saved for another model configuration")
+        raise ValueError(f"FourierApprox: {len(problems)} tensor(s) do not match the model ({hint}). Nothing was "
+                         f"loaded. First ones: " + "; ".join(problems[:5]))
+
+
 def unloaded_modules(model: nn.Module) -> list[str]:
     """FourierLinear modules whose placeholder weight was never filled (the checkpoint lacked it)."""
     return [n for n, m in model.named_modules() if is_fourier_linear(m) and "weight" in m._parameters]
@@ -178,4 +226,4 @@ def dequantize_model(model: nn.Module, dtype: Optional[torch.dtype] = None) -> n
 
 
 __all__ = ["FourierQuantize", "replace_with_fourier_linear", "plan_conversion", "dequantize_model",
-           "too_small_reason", "unloaded_modules", "check_before_loading", "PROGRESS_ATTR"]
+           "too_small_reason", "unloaded_modules", "check_before_loading", "check_checkpoint", "PROGRESS_ATTR"]

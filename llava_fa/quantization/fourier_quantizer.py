@@ -24,6 +24,7 @@ from .fourier_integration import (
     PROGRESS_ATTR,
     FourierQuantize,
     check_before_loading,
+    check_checkpoint,
     dequantize_model,
     replace_with_fourier_linear,
     unloaded_modules,
@@ -76,13 +77,16 @@ class FourierApproxHfQuantizer(HfQuantizer):
         return FourierQuantize(self)
 
     def _process_model_before_weight_loading(self, model, keep_in_fp32_modules: Optional[list[str]] = None,
-                                             dtype: Optional[torch.dtype] = None, **kwargs: Any) -> None:
+                                             dtype: Optional[torch.dtype] = None,
+                                             checkpoint_files: Optional[list[str]] = None, **kwargs: Any) -> None:
+        keep_in_fp32_modules = keep_in_fp32_modules or getattr(model, "_keep_in_fp32_modules", None)
         self.modules_to_not_convert = self.get_modules_to_not_convert(
             model, self.quantization_config.modules_to_not_convert, keep_in_fp32_modules, add_default_skips=True
         )
         convert = replace_with_fourier_linear(model, self.quantization_config, self.modules_to_not_convert,
                                               pre_quantized=self.pre_quantized, dtype=dtype)
         check_before_loading(self.quantization_config, self.pre_quantized, convert)
+        check_checkpoint(model, checkpoint_files, self.pre_quantized)
         if not self.pre_quantized:
             from tqdm.auto import tqdm
 
