@@ -40,7 +40,8 @@ def run_without_package(
 
     The child gets HF_HUB_OFFLINE=1 and its own HF_MODULES_CACHE (a new temp dir unless given),
     runs with cwd = a temp dir, and its stdout/stderr are captured (text). Raises
-    `subprocess.CalledProcessError` (with the child's stderr in the message) on a non-zero exit.
+    `IsolatedRunError` (a `subprocess.CalledProcessError` whose message ends with the child's
+    stderr) on a non-zero exit. Pass absolute paths in `args`: the child's cwd is a temp dir.
     """
     cache = Path(modules_cache) if modules_cache else Path(tempfile.mkdtemp(prefix="llava_fa_remote_"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
@@ -50,9 +51,16 @@ def run_without_package(
         proc = subprocess.run([sys.executable, "-I", "-S", "-c", script, *(args or [])], cwd=cwd, env=env,
                               capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
-        raise subprocess.CalledProcessError(proc.returncode, "python -I -S -c <remote-code check>",
-                                            output=proc.stdout, stderr=proc.stderr)
+        raise IsolatedRunError(proc.returncode, "python -I -S -c <code without llava_fa>",
+                               output=proc.stdout, stderr=proc.stderr)
     return proc
 
 
-__all__ = ["run_without_package", "site_package_dirs"]
+class IsolatedRunError(subprocess.CalledProcessError):
+    """A failed isolated run; `str()` ends with the child's stderr tail so failures explain themselves."""
+
+    def __str__(self) -> str:
+        return super().__str__() + "\n--- child stderr (tail) ---\n" + (self.stderr or "")[-3000:]
+
+
+__all__ = ["IsolatedRunError", "run_without_package", "site_package_dirs"]
