@@ -161,7 +161,9 @@ class FourierApproxConfig(QuantizationConfigMixin):
         self.calibration_stats = list(CALIBRATION_STATS) if calibration_stats is None else calibration_stats
         self.channel_alpha = channel_alpha
         self.modules_to_not_convert = (
-            list(DEFAULT_MODULES_TO_NOT_CONVERT) if modules_to_not_convert is None else list(modules_to_not_convert)
+            list(DEFAULT_MODULES_TO_NOT_CONVERT) if modules_to_not_convert is None
+            else list(modules_to_not_convert) if isinstance(modules_to_not_convert, (list, tuple))
+            else modules_to_not_convert
         )
         if overrides is None:
             overrides = {}
