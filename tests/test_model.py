@@ -170,13 +170,20 @@ def test_gradient_checkpointing_gives_same_grads(chat_inputs):
         model, _ = build_tiny_llava_fa(seed=0)
         model.train()
         if checkpointing:
-            model.gradient_checkpointing_enable()
-        assert model.is_gradient_checkpointing is checkpointing
+            model.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
+        assert model.is_activation_checkpointing is checkpointing
+        calls = {"vision": 0, "text": 0}
+        model.model.vision_tower.encoder.layers[0].mlp.register_forward_pre_hook(lambda *a: calls.__setitem__(
+            "vision", calls["vision"] + 1))
+        model.model.language_model.layers[0].mlp.register_forward_pre_hook(lambda *a: calls.__setitem__(
+            "text", calls["text"] + 1))
         model(**chat_inputs, labels=chat_inputs["input_ids"]).loss.backward()
-        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, calls
 
-    plain, ckpt = grads(False), grads(True)
+    (plain, plain_calls), (ckpt, ckpt_calls) = grads(False), grads(True)
     assert LlavaFAForConditionalGeneration.supports_gradient_checkpointing
+    # checkpointed layers of both towers run again in the backward pass
+    assert plain_calls == {"vision": 1, "text": 1} and ckpt_calls == {"vision": 2, "text": 2}
     assert plain.keys() == ckpt.keys() and any("vision_tower" in n for n in plain)
     for name in plain:
         torch.testing.assert_close(ckpt[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -51,10 +52,6 @@ def build_tiny_tokenizer() -> Qwen2Tokenizer:
         show_progress=False,
     )
     bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    model = bpe.model
-    vocab = bpe.get_vocab(with_added_tokens=False) if hasattr(bpe, "get_vocab") else model.get_vocab()
-    import json
-
     state = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
     tokenizer = Qwen2Tokenizer(
@@ -69,7 +66,6 @@ def build_tiny_tokenizer() -> Qwen2Tokenizer:
     ids = tokenizer.convert_tokens_to_ids(TINY_SPECIAL_TOKENS)
     if ids != list(range(len(TINY_SPECIAL_TOKENS))) or len(tokenizer) > TINY_VOCAB_SIZE:
         raise RuntimeError(f"tiny tokenizer special ids {ids} / size {len(tokenizer)} drifted; fix the builder.")
-    del vocab
     return tokenizer
 
 
