@@ -161,6 +161,7 @@ def test_from_model_config_adds_missing_image_token():
     assert len(tok("<image>")["input_ids"]) == 3
     proc = LlavaFAProcessor.from_model_config(LlavaFAConfig.from_preset("tiny", image_token_index=5), tok)
     assert proc.image_token_id == 5 and tok("hi <image>")["input_ids"] == [4, 5]
+    assert tok.padding_side == "left"
     out = proc(images=gradient_image(), text="hi <image>", return_tensors="pt")
     assert out["input_ids"].tolist() == [[4, 5, 5, 5, 5]]
 

@@ -114,6 +114,7 @@ class LlavaFAProcessor(LlavaProcessor):
 
         Adds "<image>" to `tokenizer` as a special token if missing, then checks that its id is
         `config.image_token_id` (raises `ValueError` otherwise: the model would never see the images).
+        Sets `tokenizer.padding_side = "left"` (batched generation needs left padding).
         """
         if IMAGE_TOKEN not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(IMAGE_TOKEN, special=True)]},
@@ -124,6 +125,7 @@ class LlavaFAProcessor(LlavaProcessor):
                 f"The tokenizer maps {IMAGE_TOKEN!r} to id {token_id} but the model config expects "
                 f"image_token_id={config.image_token_id}; build the config with image_token_id={token_id}."
             )
+        tokenizer.padding_side = "left"
         vc = config.vision_config
         return cls(
             image_processor=image_processor or build_image_processor(vc.image_size, pad_to_square),
