@@ -307,3 +307,12 @@ def test_cuda_matches_cpu():
     assert gpu.error == pytest.approx(cpu.error, rel=2e-2)
     mismatch = (gpu.codes.cpu() != cpu.codes).float().mean()
     assert mismatch < 0.01
+
+
+def test_vq_codebook_beats_lloyd_polar_grid_on_real_weights(minilm_weight):
+    lloyd = fourier_approximate(minilm_weight, rank=0, amplitude_bits=3, phase_bits=5, codebook="lloyd")
+    vq = fourier_approximate(minilm_weight, rank=0, amplitude_bits=3, phase_bits=5, codebook="vq")
+    assert vq.quant.table.shape == (256, 2)
+    assert vq.nbits == lloyd.nbits - 8 * 16 + 256 * 2 * 16  # table replaces the 8 Lloyd levels
+    assert vq.error < 0.95 * lloyd.error  # measured 0.085 vs 0.093 (mean of 12 matrices)
+    assert vq.error == pytest.approx(float((minilm_weight - vq.reconstruct()).norm() / minilm_weight.norm()), rel=1e-5)

@@ -44,7 +44,7 @@ def test_forward_with_channel_scale_matches_core():
                                                                                 phase_bits=4)).nbits()
 
 
-@pytest.mark.parametrize("group_size,codebook,bits", [(16, "uniform", (4, 4)), (None, "lloyd", (3, 5)), (7, "uniform", (2, 3))])
+@pytest.mark.parametrize("group_size,codebook,bits", [(16, "uniform", (4, 4)), (None, "lloyd", (3, 5)), (7, "uniform", (2, 3)), (16, "vq", (3, 5))])
 def test_layout_is_what_the_core_stores(group_size, codebook, bits):
     torch.manual_seed(0)
     w = torch.randn(20, 33)
@@ -144,3 +144,12 @@ def test_cuda_forward_matches_cpu(dtype):
     assert y.is_cuda and y.dtype == dtype
     cpu = layer.to("cpu")
     assert torch.allclose(y.float().cpu(), cpu(x.cpu().float()), atol=0.1, rtol=0.05)
+
+
+def test_vq_codebook_forward_matches_core_and_stores_table():
+    _, approx = _approx(codebook="vq")
+    layer = FourierLinear.from_approximation(approx)
+    assert layer.table.shape == (256, 2) and layer.table.dtype == torch.float16
+    assert "table" in layer.state_dict()
+    assert torch.equal(layer.dense_weight(), approx.reconstruct())
+    assert layer.nbits() == approx.quant.nbits() + (layer.lora_l1.numel() + layer.lora_l2.numel()) * 16

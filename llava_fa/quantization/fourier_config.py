@@ -98,7 +98,8 @@ class FourierApproxConfig(QuantizationConfigMixin):
         transform: `"rfft"` (1-D along inputs) or `"rfft2"` (the paper's 2-D transform).
         max_iters: at most this many rounds of Algorithm 1 (the best iterate is kept).
         svd_method: `"exact"` or `"randomized"` (seeded with `seed`).
-        codebook: amplitude levels, `"uniform"` (paper) or `"lloyd"` (fitted per matrix).
+        codebook: amplitude levels, `"uniform"` (paper), `"lloyd"` (fitted per matrix) or `"vq"`
+            (2-D code points fitted per matrix; best quality, slowest to compress).
         phase_aware: quantise the amplitude projected on the chosen phase (paper: False).
         factor_dtype: dtype the factors are rounded to when compressing (they are stored as float32
             `[..., 2]` parameters so that they can be trained).

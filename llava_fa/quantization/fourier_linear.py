@@ -12,6 +12,7 @@ name           shape                        dtype / role
 codes          (packed_bytes,)              uint8 buffer, packed joint (amplitude, phase) codes
 scales         (n_groups,)                  ``scale_dtype`` buffer, per-group amplitude scale
 levels         (2^amplitude_bits,)          float32 (uniform) / float16 (lloyd) buffer
+table          (2^(amp+phase bits), 2)      float16 buffer, codebook="vq" only: the 2-D code points
 approx_error   ()                           float32 buffer, relative spatial error at compression
 input_scale    (in,)                        float16 buffer, channel scale ``d`` (ones without channel
                                             calibration): ``W = from_spectrum(...) diag(1 / d)``
@@ -71,6 +72,7 @@ def fourier_layout(
         "input_scale": ((in_features,), torch.float16),
         "lora_l1": ((out_features, rank, 2), torch.float32),
         "lora_l2": ((rank, cols, 2), torch.float32),
+        **({"table": ((1 << (amplitude_bits + phase_bits), 2), torch.float16)} if codebook == "vq" else {}),
     }
 
 
@@ -125,7 +127,10 @@ class FourierLinear(nn.Module):
         layout = fourier_layout(self.out_features, self.in_features, rank=self.rank, amplitude_bits=self.amplitude_bits,
                                 phase_bits=self.phase_bits, group_size=self.group_size, transform=transform,
                                 codebook=codebook, scale_dtype=scale_dtype)
-        for name in ("codes", "scales", "levels", "approx_error", "input_scale"):
+        self.stored_names = tuple(layout)
+        for name in layout:
+            if name in ("lora_l1", "lora_l2"):
+                continue
             shape, dt = layout[name]
             self.register_buffer(name, torch.ones(shape, dtype=dt, device=device))
         for name in ("lora_l1", "lora_l2"):
@@ -153,6 +158,7 @@ class FourierLinear(nn.Module):
             "input_scale": input_scale.to(device=device, dtype=torch.float16).contiguous(),
             "lora_l1": torch.view_as_real(approx.l1.to(torch.complex64)).contiguous(),
             "lora_l2": torch.view_as_real(approx.l2.to(torch.complex64)).contiguous(),
+            **({} if quant.table is None else {"table": quant.table.contiguous()}),
         }
 
     @classmethod
@@ -175,8 +181,8 @@ class FourierLinear(nn.Module):
         return module
 
     def load_compressed(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Set the stored tensors from `tensors` (names of :data:`STORED_TENSORS`); shapes and dtypes must match."""
-        for name in STORED_TENSORS:
+        """Set the stored tensors from `tensors` (names of `self.stored_names`); shapes and dtypes must match."""
+        for name in self.stored_names:
             current = getattr(self, name)
             value = tensors[name]
             if tuple(value.shape) != tuple(current.shape) or value.dtype != current.dtype:
@@ -193,7 +199,8 @@ class FourierLinear(nn.Module):
         """The frozen quantized spectrum as the core's `PolarCodes` (views of the buffers)."""
         return PolarCodes(codes=self.codes, scales=self.scales, levels=self.levels, amplitude_bits=self.amplitude_bits,
                           phase_bits=self.phase_bits, group_size=self.group_size,
-                          shape=(self.out_features, self.n_cols), codebook=self.codebook)
+                          shape=(self.out_features, self.n_cols), codebook=self.codebook,
+                          table=getattr(self, "table", None))
 
     def spectrum(self) -> torch.Tensor:
         """Complex64 ``(out, n_cols)`` approximated half-spectrum ``Q~ + L1 @ L2`` (differentiable in the factors)."""
@@ -234,7 +241,7 @@ class FourierLinear(nn.Module):
 
     def stored_bytes(self) -> int:
         """Bytes the weight's tensors take in the state dict (factors as stored, float32); bias excluded."""
-        return sum(getattr(self, n).numel() * getattr(self, n).element_size() for n in STORED_TENSORS)
+        return sum(getattr(self, n).numel() * getattr(self, n).element_size() for n in self.stored_names)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

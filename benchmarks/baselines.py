@@ -1,0 +1,93 @@
+"""Spatial-domain baselines for the approximation benchmark (plain torch, plus HQQ if installed).
+
+Each baseline maps a real ``(m, n)`` weight to ``(w_hat, stored_bits)`` and
+counts every stored bit: codes, scales/zeros in float16, low-rank factors in
+float16. Groups run along the input dimension (``group`` consecutive entries
+of a row), as in RTN/HQQ/bitsandbytes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+#: QLoRA's NormalFloat-4 levels.
+NF4_LEVELS = torch.tensor(
+    [-1.0, -0.6961928, -0.5250730, -0.3949175, -0.2844414, -0.1848449, -0.0910500, 0.0,
+     0.0795803, 0.1609302, 0.2461123, 0.3379152, 0.4407098, 0.5626170, 0.7229568, 1.0]
+)
+
+Quantizer = Callable[[torch.Tensor], tuple[torch.Tensor, int]]
+
+
+def _grouped(w: torch.Tensor, group: int) -> torch.Tensor:
+    if w.numel() % group:
+        raise ValueError(f"group={group} must divide the weight's {w.numel()} entries")
+    return w.reshape(-1, group)
+
+
+def rtn(w: torch.Tensor, bits: int = 4, group: int = 64) -> tuple[torch.Tensor, int]:
+    """Asymmetric round-to-nearest with float16 scale and zero per group."""
+    g = _grouped(w.float(), group)
+    lo, hi = g.amin(1, keepdim=True), g.amax(1, keepdim=True)
+    scale = ((hi - lo) / (2**bits - 1)).clamp_min(1e-12).half().float()
+    zero = torch.round(-lo / scale).clamp(0, 2**bits - 1)
+    q = torch.clamp(torch.round(g / scale) + zero, 0, 2**bits - 1)
+    w_hat = ((q - zero) * scale).reshape(w.shape)
+    return w_hat, w.numel() * bits + g.shape[0] * 32
+
+
+def nf4(w: torch.Tensor, group: int = 64) -> tuple[torch.Tensor, int]:
+    """NF4 with a float16 absmax scale per group (QLoRA's data type)."""
+    g = _grouped(w.float(), group)
+    scale = g.abs().amax(1, keepdim=True).clamp_min(1e-12).half().float()
+    levels = NF4_LEVELS.to(w.device)
+    idx = (g / scale).unsqueeze(-1).sub(levels).abs().argmin(-1)
+    w_hat = (levels[idx] * scale).reshape(w.shape)
+    return w_hat, w.numel() * 4 + g.shape[0] * 16
+
+
+def hqq(w: torch.Tensor, bits: int = 4, group: int = 64) -> Optional[tuple[torch.Tensor, int]]:
+    """HQQ (half-quadratic, calibration-free) with float16 scale and zero; ``None`` if hqq is missing."""
+    try:
+        from hqq.core.quantize import Quantizer as HQQQuantizer
+    except ImportError:
+        return None
+    w_q, meta = HQQQuantizer.quantize(
+        w.float(), nbits=bits, group_size=group, optimize=True, round_zero=False, axis=1,
+        device=str(w.device), compute_dtype=torch.float16,
+    )
+    w_hat = HQQQuantizer.dequantize(w_q, meta).reshape(w.shape).float()
+    return w_hat, w.numel() * bits + (w.numel() // group) * 32
+
+
+def loftq(w: torch.Tensor, quantize: Quantizer, rank: int, iters: int = 5) -> tuple[torch.Tensor, int]:
+    """LoftQ-style alternation ``W ~= Q + A B`` (real rank ``rank``, float16 factors), best iterate kept."""
+    w = w.float()
+    low = torch.zeros_like(w)
+    best: Optional[tuple[float, torch.Tensor, int]] = None
+    for _ in range(iters if rank else 1):
+        q, q_bits = quantize(w - low)
+        if rank:
+            u, s, vh = torch.linalg.svd(w - q, full_matrices=False)
+            a = (u[:, :rank] * s[:rank].sqrt()).half().float()
+            b = (s[:rank].sqrt().unsqueeze(1) * vh[:rank]).half().float()
+            low = a @ b
+        w_hat = q + low
+        err = float((w - w_hat).norm())
+        if best is not None and err > best[0]:
+            break
+        best = (err, w_hat, q_bits + rank * (w.shape[0] + w.shape[1]) * 16)
+    assert best is not None
+    return best[1], best[2]
+
+
+def with_channel_scale(quantize: Quantizer, scale: torch.Tensor) -> Quantizer:
+    """Activation-aware wrapper: quantise ``W diag(d)``, return ``W_hat = Q diag(1/d)`` (+16 bits per channel)."""
+
+    def run(w: torch.Tensor) -> tuple[torch.Tensor, int]:
+        w_hat, bits = quantize(w * scale.unsqueeze(0))
+        return w_hat / scale.unsqueeze(0), bits + scale.numel() * 16
+
+    return run
