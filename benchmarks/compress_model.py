@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--phase-bits", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument("--svd-method", default="randomized", choices=["exact", "randomized"])
+    parser.add_argument("--codebook", default="uniform", choices=["uniform", "lloyd", "vq"])
     parser.add_argument("--max-iters", type=int, default=5)
     parser.add_argument("--workdir", default=None, help="where to write the checkpoints (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -106,14 +107,16 @@ def main(argv: list[str] | None = None) -> dict:
     dense_dir, quant_dir = work / "dense", work / "quant"
 
     t0 = time.perf_counter()
-    write_random_checkpoint(config, dense_dir)
+    if not (dense_dir / "config.json").exists():  # reuse a checkpoint an earlier run left in --workdir
+        write_random_checkpoint(config, dense_dir)
     write_s = time.perf_counter() - t0
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
     qcfg = FourierApproxConfig(rank=args.rank, amplitude_bits=args.amplitude_bits, phase_bits=args.phase_bits,
-                               group_size=args.group_size, svd_method=args.svd_method, max_iters=args.max_iters)
+                               group_size=args.group_size, svd_method=args.svd_method, max_iters=args.max_iters,
+                               codebook=args.codebook)
     t0 = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(dense_dir, quantization_config=qcfg, dtype=torch.bfloat16,
                                                  device_map=args.device)
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
         "preset": args.preset, "device": args.device, "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(), "layers": config.num_hidden_layers,
         "settings": {k: v for k, v in qcfg.to_dict().items() if k in ("rank", "amplitude_bits", "phase_bits", "group_size",
-                                                                      "svd_method", "max_iters", "transform")},
+                                                                      "svd_method", "max_iters", "transform", "codebook")},
         "write_checkpoint_s": write_s, "load_and_compress_s": load_s,
         "compress_s_by_type": dict(per_type),
         "peak_rss_mb_before_load": rss_before, "peak_rss_mb": peak_rss_mb, "peak_gpu_mb": peak_gpu_mb,
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
     result["disk_ratio_vs_bf16"] = result["dense_bf16_bytes"] / max(result["quantized_bytes"], 1)
 
     print(f"\n{args.preset} on {result['device_name']} ({config.num_hidden_layers} layers, "
-          f"rank {args.rank}, {args.amplitude_bits}+{args.phase_bits} bits, group {args.group_size}, {args.svd_method} SVD)")
+          f"rank {args.rank}, {args.amplitude_bits}+{args.phase_bits} bits, group {args.group_size}, "
+          f"{args.codebook} codebook, {args.svd_method} SVD)")
     print(f"{'module type':<12} {'count':>6} {'total s':>9} {'s/module':>9}")
     for kind, row in sorted(per_type.items()):
         print(f"{kind:<12} {row['count']:>6} {row['seconds']:>9.1f} {row['seconds'] / row['count']:>9.2f}")
@@ -157,10 +161,12 @@ def main(argv: list[str] | None = None) -> dict:
           f"{result['quantized_bytes'] / 2**20:,.1f} MiB (x{result['disk_ratio_vs_bf16']:.2f}); "
           f"{report.bits_per_weight:.2f} bits/weight on converted modules")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = f"_L{args.layers}" if args.layers is not None else ""
+    suffix = (f"_L{args.layers}" if args.layers is not None else "") + (
+        f"_{args.codebook}" if args.codebook != "uniform" else "")
     out = RESULTS / f"compress_{args.preset}_{args.device}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
+    shutil.rmtree(quant_dir, ignore_errors=True)
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return result

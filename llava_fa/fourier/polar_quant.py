@@ -246,10 +246,17 @@ def _nearest_point(points: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
 
 
 def _lloyd_levels(values: torch.Tensor, weights: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
-    """Weighted 1-D Lloyd-Max levels for ``values`` (weights broadcast), sorted float32."""
+    """Weighted 1-D Lloyd-Max levels for ``values`` (weights broadcast), sorted float32.
+
+    Fitted on a strided subsample of at most ``VQ_FIT_SAMPLES`` values: a handful of
+    bins over tens of millions of values is atomics-bound on a GPU (3.3 s vs 0.4 s
+    for an 18944 x 3584 matrix, measured on an H200).
+    """
     levels = init.clone()
     w = weights.expand_as(values).reshape(-1)
     v = values.reshape(-1)
+    stride = max(1, v.numel() // VQ_FIT_SAMPLES)
+    w, v = w[::stride], v[::stride]
     k = levels.numel()
     for _ in range(LLOYD_ITERS):
         idx = _nearest_level(v, levels)
