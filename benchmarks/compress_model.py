@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
         text.update(num_hidden_layers=args.layers, max_window_layers=min(text.get("max_window_layers", 0), args.layers))
     config = Qwen2Config(**text)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="fa_bench_"))
-    dense_dir, quant_dir = work / "dense", work / "quant"
+    dense_dir = work / f"dense_{args.preset}_L{config.num_hidden_layers}"  # reusable across runs
+    quant_dir = work / "quant"
 
     t0 = time.perf_counter()
     if not (dense_dir / "config.json").exists():  # reuse a checkpoint an earlier run left in --workdir

@@ -1,5 +1,8 @@
 """`make demo`: build the tiny LLaVA-FA model, chat about a generated image, save it, reload it
-through remote code in a process where `llava_fa` is not importable, and compare logits.
+through remote code in a process where `llava_fa` is not importable, and compare logits; then
+compress it on load with `FourierApproxConfig`, report bits and error, generate, save the
+compressed model and reload it (in process and through remote code); finally compress real
+all-MiniLM-L6-v2 weights and compare with 4-bit round-to-nearest at about the same bits.
 
 Run from the repo root: `HF_HUB_OFFLINE=1 .venv/bin/python scripts/demo.py [--out out/demo]`.
 Each step is a function so later steps (e.g. compression) can be appended in `main`.
@@ -19,8 +22,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from llava_fa.fourier import PAPER_SETTINGS, fourier_approximate  # noqa: E402
 from llava_fa.modeling import LlavaFAForConditionalGeneration, LlavaFAProcessor, build_tiny_llava_fa  # noqa: E402
 from llava_fa.modeling.isolation import run_without_package  # noqa: E402
+from llava_fa.quantization import FourierApproxConfig, compression_report, is_fourier_linear  # noqa: E402
+
+#: Compression settings of the demo (the tiny model's matrices are 32-128 wide, so rank 4).
+DEMO_QUANT = dict(rank=4, amplitude_bits=3, phase_bits=5, group_size=64, codebook="lloyd")
 
 QUESTION = "What is in the image?"
 
@@ -96,6 +104,50 @@ def reload_remote(out_dir: Path, image: Image.Image) -> dict:
     return info
 
 
+def compress_on_load(folder: Path) -> LlavaFAForConditionalGeneration:
+    """Load `folder` with a FourierApproxConfig: every Linear but lm_head becomes a FourierLinear."""
+    config = FourierApproxConfig(**DEMO_QUANT)
+    return LlavaFAForConditionalGeneration.from_pretrained(folder, quantization_config=config).eval()
+
+
+def converted_by_tower(model: LlavaFAForConditionalGeneration) -> dict[str, int]:
+    """How many FourierLinear modules each part of the model holds."""
+    counts = {"vision_tower": 0, "multi_modal_projector": 0, "language_model": 0, "lm_head": 0}
+    for name, module in model.named_modules():
+        if is_fourier_linear(module):
+            part = next((p for p in counts if p in name), "other")
+            counts[part] = counts.get(part, 0) + 1
+    return counts
+
+
+def real_weight_table() -> list[tuple[str, float, float]]:
+    """(method, bits/weight, mean relative error) on the 6 real Linear weights of MiniLM layer 0."""
+    from llava_fa.reference import minilm_linear_weights
+
+    sys_path = Path(__file__).resolve().parents[1] / "benchmarks"
+    import sys
+
+    sys.path.insert(0, str(sys_path))
+    import baselines  # the same RTN as the benchmark
+
+    weights = {k: w for k, w in minilm_linear_weights().items() if ".layer.0." in k}
+    rows = []
+    settings = {
+        "fourier, paper mode (rfft2, 4+4, r_max per matrix)": dict(PAPER_SETTINGS, amplitude_bits=4, phase_bits=4),
+        "fourier, ours (rfft, 3+5, lloyd, group 64)": dict(amplitude_bits=3, phase_bits=5, codebook="lloyd"),
+        "fourier, ours (rfft, 3+5, vq, group 64)": dict(amplitude_bits=3, phase_bits=5, codebook="vq"),
+    }
+    for label, kw in settings.items():
+        results = [fourier_approximate(w, rank=0, **kw) for w in weights.values()]
+        bits = sum(r.nbits for r in results) / sum(w.numel() for w in weights.values())
+        rows.append((label, bits, sum(r.error for r in results) / len(results)))
+    rtn = [baselines.rtn(w, 4, 128) for w in weights.values()]
+    rows.append(("round-to-nearest 4-bit, group 128 (fp16 scale+zero)",
+                 sum(b for _, b in rtn) / sum(w.numel() for w in weights.values()),
+                 sum(float((w - wh).norm() / w.norm()) for (wh, _), w in zip(rtn, weights.values())) / len(rtn)))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder to save the tiny model into")
@@ -125,8 +177,30 @@ def main(argv: list[str] | None = None) -> int:
     same = torch.equal(remote["logits"], turn["logits"])
     print(f"[4] reloaded with trust_remote_code=True in a process without llava_fa: {remote['model_class']}")
     print(f"    logits identical: {same} (max abs diff {diff:.3g})")
+
+    quant = compress_on_load(args.out)
+    print(f"[5] from_pretrained(..., quantization_config=FourierApproxConfig({', '.join(f'{k}={v!r}' for k, v in DEMO_QUANT.items())}))")
+    print(f"    FourierLinear modules per part: {converted_by_tower(quant)}")
+    report = compression_report(quant)
+    print("\n".join("    " + line for line in str(report).splitlines()))
+    qturn = chat_turn(quant, processor, image)
+    rel = float((qturn["logits"] - turn["logits"]).norm() / turn["logits"].norm())
+    print(f"    compressed chat turn: answer {qturn['answer']!r}; prompt logits differ from dense by {rel:.3%} (relative)")
+
+    quant_dir = args.out.with_name(args.out.name + "-fourier")
+    qfiles = save(quant, processor, quant_dir)
+    reloaded = LlavaFAForConditionalGeneration.from_pretrained(quant_dir).eval()
+    same_q = torch.equal(chat_turn(reloaded, processor, image)["logits"], qturn["logits"])
+    remote_q = reload_remote(quant_dir, image)
+    same_remote_q = torch.equal(remote_q["logits"], qturn["logits"])
+    print(f"[6] saved compressed model to {quant_dir} ({len(qfiles)} files); reloaded pre-quantized: logits identical "
+          f"{same_q}; through remote code without llava_fa: identical {same_remote_q}")
+
+    print("[7] real all-MiniLM-L6-v2 weights (layer 0, 6 matrices), rank 0:")
+    for label, bits, err in real_weight_table():
+        print(f"    {label:<55} {bits:5.3f} bits/weight  relative error {err:.4f}")
     print(f"done in {time.perf_counter() - t0:.1f} s")
-    return 0 if same else 1
+    return 0 if (same and same_q and same_remote_q) else 1
 
 
 if __name__ == "__main__":
