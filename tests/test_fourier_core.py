@@ -179,9 +179,11 @@ def test_paper_mode_bits_per_weight_and_error_on_real_weights(minilm_weight):
 
 def test_bits_per_weight_counts_factors_in_stored_dtype():
     w = _matrix(64, 64)
-    r0 = fourier_approximate(w, rank=0, amplitude_bits=4, phase_bits=4, group_size=32)
-    r4 = fourier_approximate(w, rank=4, amplitude_bits=4, phase_bits=4, group_size=32)
+    r0 = fourier_approximate(w, rank=0, amplitude_bits=4, phase_bits=4, group_size=32, codebook="uniform")
+    r4 = fourier_approximate(w, rank=4, amplitude_bits=4, phase_bits=4, group_size=32, codebook="uniform")
     assert r0.nbits == 64 * 32 * 8 + 64 * 16  # packed rfft: 32 complex per row, one fp16 scale per 32
+    lloyd = fourier_approximate(w, rank=0, amplitude_bits=4, phase_bits=4, group_size=32, codebook="lloyd")
+    assert lloyd.nbits == r0.nbits + 16 * 16  # plus the 16 fitted float16 amplitude levels
     assert r4.nbits - r0.nbits == 2 * 4 * (64 + 32) * 16
 
 

@@ -28,7 +28,9 @@ FACTOR_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.f
 
 #: The paper's PolarQuant as printed: 2-D rfft, one amplitude scale per matrix,
 #: uniform amplitude grid, amplitude quantised independently of the phase.
-PAPER_SETTINGS: dict[str, Any] = dict(transform="rfft2", group_size=None, codebook="uniform", phase_aware=False)
+PAPER_SETTINGS: dict[str, Any] = dict(
+    transform="rfft2", group_size=None, codebook="uniform", phase_aware=False, svd_method="exact"
+)
 
 
 @dataclass
@@ -140,8 +142,8 @@ def fourier_approximate(
     transform: Transform = "rfft",
     calibration: Union[None, Calibration, torch.Tensor] = None,
     max_iters: int = 5,
-    svd_method: SvdMethod = "exact",
-    codebook: Codebook = "uniform",
+    svd_method: SvdMethod = "randomized",
+    codebook: Codebook = "lloyd",
     phase_aware: bool = True,
     factor_dtype: torch.dtype = torch.float16,
     scale_dtype: torch.dtype = torch.float16,
@@ -158,8 +160,9 @@ def fourier_approximate(
         calibration: ``None``, a :class:`Calibration` (spectral ``row``/``col`` weights and/or
             spatial ``channel`` input power) or the paper's ``(m, n_cols)`` matrix ``C``.
         max_iters: at most this many FourierSVD/PolarQuant rounds (the best is kept).
-        svd_method: ``"exact"`` or ``"randomized"`` (seeded).
-        codebook: amplitude levels, ``"uniform"`` (paper) or ``"lloyd"`` (fitted, stored).
+        svd_method: ``"randomized"`` (seeded; default: same error, 1.6-3.7x faster on an H200) or ``"exact"``.
+        codebook: ``"lloyd"`` (default: fitted amplitude levels), ``"uniform"`` (paper) or ``"vq"``
+            (2-D code points: lowest error, slower); see :mod:`.polar_quant`.
         phase_aware: quantise the amplitude projected on the chosen phase (paper: False).
         factor_dtype: storage dtype of the factors' real/imaginary parts (counted in bits).
         scale_dtype: storage dtype of the amplitude scales.

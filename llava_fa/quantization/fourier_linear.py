@@ -56,7 +56,7 @@ def fourier_layout(
     phase_bits: int,
     group_size: Optional[int],
     transform: str,
-    codebook: str = "uniform",
+    codebook: str = "lloyd",
     scale_dtype: torch.dtype = torch.float16,
 ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Shapes and dtypes of the stored tensors: ``{name: (shape, dtype)}`` (pure function of its arguments)."""
@@ -110,7 +110,7 @@ class FourierLinear(nn.Module):
         phase_bits: int,
         group_size: Optional[int] = 64,
         transform: str = "rfft",
-        codebook: str = "uniform",
+        codebook: str = "lloyd",
         scale_dtype: torch.dtype = torch.float16,
         compute_dtype: Optional[torch.dtype] = None,
         device: Any = None,
