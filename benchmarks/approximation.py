@@ -44,7 +44,7 @@ Method = Callable[[torch.Tensor, str], tuple[torch.Tensor, int]]
 def fourier(rank: int, calibrated: bool = False, **settings) -> Method:
     def run(w: torch.Tensor, key: str) -> tuple[torch.Tensor, int]:
         calib = Calibration(channel=CAL_POWER[key]) if calibrated else None
-        res = fourier_approximate(w, rank=rank, calibration=calib, svd_method="randomized", **settings)
+        res = fourier_approximate(w, rank=rank, calibration=calib, **{"svd_method": "randomized", **settings})
         return res.reconstruct(), res.nbits
 
     return run

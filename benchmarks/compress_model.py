@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import resource
 import shutil
@@ -109,7 +110,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     if not (dense_dir / "config.json").exists():  # reuse a checkpoint an earlier run left in --workdir
-        write_random_checkpoint(config, dense_dir)
+        # In a child process, so this process's peak RSS measures loading + compressing only.
+        writer = multiprocessing.get_context("spawn").Process(target=write_random_checkpoint, args=(config, dense_dir))
+        writer.start()
+        writer.join()
+        if writer.exitcode != 0:
+            sys.exit(f"writing the random checkpoint failed (exit code {writer.exitcode})")
     write_s = time.perf_counter() - t0
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if args.device == "cuda":
