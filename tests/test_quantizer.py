@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
+from llava_fa.modeling.isolation import run_without_package  # noqa: E402
 from llava_fa.quantization import (  # noqa: E402
     FourierApproxConfig,
     compression_report,
@@ -281,20 +280,16 @@ def test_llava_fa_remote_code_without_package(llava_quant, tmp_path):
         expected = quant(**inputs).logits
     torch.save(dict(inputs=inputs, expected=expected), tmp_path / "io.pt")
     assert (folder / "fourier_quantizer.py").is_file() and (folder / "polar_quant.py").is_file()
-    code = f"""
+    code = """
 import sys, torch
-sys.modules["llava_fa"] = None  # the package must not be importable
 from transformers import AutoModelForImageTextToText
-io = torch.load({str(tmp_path / 'io.pt')!r})
-model = AutoModelForImageTextToText.from_pretrained({str(folder)!r}, trust_remote_code=True)
+io = torch.load(sys.argv[2])
+model = AutoModelForImageTextToText.from_pretrained(sys.argv[1], trust_remote_code=True)
 n = sum(getattr(m, "is_fourier_linear", False) for m in model.modules())
 with torch.no_grad():
     out = model(**io["inputs"]).logits
 print("FOURIER", n, "EQUAL", torch.equal(out, io["expected"]))
 """
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"))
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_without_package(code, [str(folder), str(tmp_path / "io.pt")], modules_cache=tmp_path / "modules")
     n_expected = sum(is_fourier_linear(m) for m in quant.modules())
     assert f"FOURIER {n_expected} EQUAL True" in result.stdout

@@ -13,7 +13,6 @@ and returns the best iterate.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 

@@ -20,7 +20,7 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.models.llava.configuration_llava import LlavaConfig
 
 from llava_fa.quantization.fourier_quantizer import register_fourier_approx
-from .remote_code import write_remote_code
+from .remote_code import ShipsRemoteCode
 
 register_fourier_approx()  # quant_method="fourier_approx" must be known before a quantized folder loads
 
@@ -100,7 +100,7 @@ for _name, _text in QWEN25_TEXT.items():
 SUPPORTED_PROJECTOR_TYPES = ("mlp2x_gelu",)
 
 
-class LlavaFAConfig(LlavaConfig):
+class LlavaFAConfig(ShipsRemoteCode, LlavaConfig):
     r"""Configuration of a LLaVA-FA model (LLaVA-1.5 layout with a Qwen2 language model).
 
     Fields (in addition to `LlavaConfig`'s, whose meaning is unchanged):
@@ -208,13 +208,6 @@ class LlavaFAConfig(LlavaConfig):
                 kwargs[key].update(overrides.pop(key))
         kwargs.update(overrides)
         return cls(**kwargs)
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedConfig.save_pretrained`, plus the flat remote-code files when registered for an auto class."""
-        out = super().save_pretrained(save_directory, *args, **kwargs)
-        if self._auto_class is not None:
-            write_remote_code(save_directory)
-        return out
 
 
 LlavaFAConfig.register_for_auto_class("AutoConfig")

@@ -32,7 +32,7 @@ from transformers.models.llava.modeling_llava import (
 )
 
 from .configuration_llava_fa import LlavaFAConfig
-from .remote_code import write_remote_code
+from .remote_code import ShipsRemoteCode
 
 IGNORE_INDEX = -100
 
@@ -99,7 +99,7 @@ def check_multimodal_inputs(
         )
 
 
-class LlavaFAPreTrainedModel(LlavaPreTrainedModel):
+class LlavaFAPreTrainedModel(ShipsRemoteCode, LlavaPreTrainedModel):
     """Base class: binds `LlavaFAConfig`; supports gradient checkpointing, SDPA, flash attention."""
 
     config_class = LlavaFAConfig
@@ -144,15 +144,12 @@ class LlavaFAForConditionalGeneration(LlavaFAPreTrainedModel, LlavaForConditiona
         return super().forward(input_ids, pixel_values, *args, labels=labels, attention_mask=attention_mask, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any):
-        """`PreTrainedModel.save_pretrained` + `auto_map` for AutoModel + flat remote-code files."""
+        """`PreTrainedModel.save_pretrained` + `auto_map` for AutoModel (+ flat remote-code files, see `ShipsRemoteCode`)."""
         if self._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map["AutoModel"] = f"{LlavaFAModel.__module__.rsplit('.', 1)[-1]}.LlavaFAModel"
             self.config.auto_map = auto_map
-        out = super().save_pretrained(save_directory, *args, **kwargs)
-        if self._auto_class is not None:
-            write_remote_code(save_directory)
-        return out
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args: Any, **kwargs: Any):

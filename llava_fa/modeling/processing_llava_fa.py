@@ -11,7 +11,6 @@ Shipped as Hub remote code: imports installed libraries and flat siblings only.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from transformers import AddedToken, LlavaProcessor, PreTrainedTokenizerBase
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
-from .remote_code import write_remote_code
+from .remote_code import ShipsRemoteCode
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"
@@ -64,7 +63,7 @@ def build_image_processor(image_size: int = 336, pad_to_square: bool = True) -> 
     )
 
 
-class LlavaFAProcessor(LlavaProcessor):
+class LlavaFAProcessor(ShipsRemoteCode, LlavaProcessor):
     """Processor for LLaVA-FA: `processor(images=..., text=...)` -> input_ids, attention_mask, pixel_values.
 
     Contract: `pixel_values` is float32 (num_images, 3, image_size, image_size); each "<image>" in
@@ -152,13 +151,6 @@ class LlavaFAProcessor(LlavaProcessor):
             raise ValueError(f"assistant_masks shape {tuple(assistant_masks.shape)} != input_ids shape "
                              f"{tuple(input_ids.shape)}.")
         return torch.where(assistant_masks.bool(), input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any):
-        """`ProcessorMixin.save_pretrained` + flat remote-code files when registered for AutoProcessor."""
-        out = super().save_pretrained(save_directory, *args, **kwargs)
-        if self._auto_class is not None:
-            write_remote_code(save_directory)
-        return out
 
 
 LlavaFAProcessor.register_for_auto_class("AutoProcessor")

@@ -145,9 +145,22 @@ def write_remote_code(folder: str | os.PathLike) -> list[Path]:
         text = flatten_source(src.read_text(encoding="utf-8"), dotted, set(names))
         _check_transformers_view(text, dotted, set(names))
         dest = folder / f"{flat_name(dotted)}.py"
-        dest.write_text(text, encoding="utf-8")
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, dest)  # atomic: a reader never sees half a module
         written.append(dest)
     return written
 
 
-__all__ = ["SHIPPED_MODULES", "register_shipped_module", "write_remote_code", "flatten_source", "flat_name"]
+class ShipsRemoteCode:
+    """Mixin for config / model / processor classes: once registered for an Auto class,
+    `save_pretrained` also writes the flat remote-code files next to what transformers saved."""
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        out = super().save_pretrained(save_directory, *args, **kwargs)
+        if getattr(self, "_auto_class", None) is not None:
+            write_remote_code(save_directory)
+        return out
+
+
+__all__ = ["SHIPPED_MODULES", "ShipsRemoteCode", "register_shipped_module", "write_remote_code", "flatten_source", "flat_name"]

@@ -19,7 +19,7 @@ from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from .configuration_llava_fa import TINY_VOCAB_SIZE, LlavaFAConfig
 from .modeling_llava_fa import LlavaFAForConditionalGeneration
-from .processing_llava_fa import LlavaFAProcessor, build_image_processor
+from .processing_llava_fa import LlavaFAProcessor
 
 TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
 
