@@ -315,3 +315,14 @@ def test_cuda_matches_cpu():
     assert gpu.error == pytest.approx(cpu.error, rel=3e-2)
     reported = float((w.cuda() - gpu.reconstruct()).norm() / w.norm())
     assert gpu.error == pytest.approx(reported, rel=1e-4)
+
+
+def test_vq_warm_start_table_is_checked_and_used():
+    g = torch.Generator().manual_seed(5)
+    z = torch.complex(torch.randn(32, 64, generator=g), torch.randn(32, 64, generator=g))
+    cold = polar_quantize(z, 2, 3, group_size=64, codebook="vq")
+    warm = polar_quantize(z, 2, 3, group_size=64, codebook="vq", init_table=cold.table)
+    err = lambda q: float((q.dequantize() - z).norm() / z.norm())  # noqa: E731
+    assert err(warm) <= err(cold) * 1.01
+    with pytest.raises(ValueError, match="init_table must have shape"):
+        polar_quantize(z, 2, 3, group_size=64, codebook="vq", init_table=torch.zeros(8, 2))

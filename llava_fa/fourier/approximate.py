@@ -199,7 +199,8 @@ def fourier_approximate(
         l1, l2 = fourier_svd(spec - q_spec, rank, row_scale, col_scale, method=svd_method, seed=seed + step)
         l1, l2 = _round_factor(l1, factor_dtype), _round_factor(l2, factor_dtype)
         low = l1 @ l2 if rank else torch.zeros_like(spec)
-        quant = polar_quantize(spec - low, amplitude_bits, phase_bits, **quant_kwargs)
+        warm = None if best is None else best[1].table  # VQ: start from the best table so far
+        quant = polar_quantize(spec - low, amplitude_bits, phase_bits, init_table=warm, **quant_kwargs)
         q_spec = quant.dequantize()
         err = error_of(to_weight(q_spec + low))
         history.append(err)

@@ -45,6 +45,8 @@ Codebook = Literal["uniform", "lloyd", "vq"]
 CODEBOOKS: tuple[str, ...] = ("uniform", "lloyd", "vq")
 LLOYD_ITERS = 20
 VQ_ITERS = 15
+#: k-means rounds when starting from a previous table (Algorithm 1 re-quantises a similar residual).
+VQ_WARM_ITERS = 5
 VQ_FIT_SAMPLES = 1 << 17
 #: Coefficients per nearest-point chunk: a (chunk x 2^bits) float32 distance block each
 #: (64 MiB on CPU, 512 MiB on a GPU, where fewer, larger launches matter).
@@ -135,8 +137,12 @@ def polar_quantize(
     codebook: Codebook = "uniform",
     phase_aware: bool = False,
     scale_dtype: torch.dtype = torch.float16,
+    init_table: Optional[torch.Tensor] = None,
 ) -> PolarCodes:
-    """Quantise a complex ``(rows, cols)`` matrix; see the module docstring for the scheme."""
+    """Quantise a complex ``(rows, cols)`` matrix; see the module docstring for the scheme.
+
+    ``init_table`` (``"vq"`` only): start k-means from these ``(2^bits, 2)`` points, with fewer rounds.
+    """
     if z.dim() != 2 or not z.is_complex():
         raise ValueError(f"polar_quantize expects a 2-D complex matrix, got shape {tuple(z.shape)} dtype {z.dtype}")
     for name, bits in (("amplitude_bits", amplitude_bits), ("phase_bits", phase_bits)):
@@ -158,7 +164,7 @@ def polar_quantize(
     amplitude = groups.abs()
     if codebook == "vq":
         scales = _group_scales(amplitude, scale_dtype)
-        return _vq_quantize(groups, scales, amplitude_bits, phase_bits, group_size, (rows, cols))
+        return _vq_quantize(groups, scales, amplitude_bits, phase_bits, group_size, (rows, cols), init_table)
     if phase_aware:
         miss = torch.remainder(theta - (q_theta.to(torch.float32) * dtheta - math.pi) + math.pi, 2 * math.pi) - math.pi
         amplitude = amplitude * torch.cos(miss)
@@ -207,16 +213,22 @@ def _vq_quantize(
     phase_bits: int,
     group_size: Optional[int],
     shape: tuple[int, int],
+    init_table: Optional[torch.Tensor] = None,
 ) -> PolarCodes:
-    """2-D k-means codebook initialised on the polar grid; codes are nearest-point indices."""
+    """2-D k-means codebook initialised on the polar grid (or ``init_table``); codes are nearest-point indices."""
     unit = torch.view_as_real((groups / scales.float().unsqueeze(1)).reshape(-1))
     weights = scales.float().square().unsqueeze(1).expand(groups.shape).reshape(-1)
     n_amp = 1 << amplitude_bits
     init_levels = (torch.arange(n_amp, device=groups.device, dtype=torch.float32) + 0.5) / n_amp
     points = torch.view_as_real(polar_lookup_table(init_levels, phase_bits)).contiguous()
+    rounds = VQ_ITERS
+    if init_table is not None:
+        if tuple(init_table.shape) != tuple(points.shape):
+            raise ValueError(f"init_table must have shape {tuple(points.shape)}, got {tuple(init_table.shape)}")
+        points, rounds = init_table.to(points.device, torch.float32).clone(), VQ_WARM_ITERS
     stride = max(1, unit.shape[0] // VQ_FIT_SAMPLES)
     fit, fit_w = unit[::stride], weights[::stride]
-    for _ in range(VQ_ITERS):
+    for _ in range(rounds):
         idx = _nearest_point(fit, points)
         mass = torch.zeros(points.shape[0], device=fit.device).index_add_(0, idx, fit_w)
         moment = torch.zeros_like(points).index_add_(0, idx, fit * fit_w.unsqueeze(1))
