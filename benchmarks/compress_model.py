@@ -89,11 +89,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--layers", type=int, default=None, help="keep only this many decoder layers (quick runs)")
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--amplitude-bits", type=int, default=4)
-    parser.add_argument("--phase-bits", type=int, default=4)
+    parser.add_argument("--amplitude-bits", type=int, default=3)
+    parser.add_argument("--phase-bits", type=int, default=5)
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument("--svd-method", default="randomized", choices=["exact", "randomized"])
-    parser.add_argument("--codebook", default="uniform", choices=["uniform", "lloyd", "vq"])
+    parser.add_argument("--codebook", default="lloyd", choices=["uniform", "lloyd", "vq"])
     parser.add_argument("--max-iters", type=int, default=5)
     parser.add_argument("--workdir", default=None, help="where to write the checkpoints (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{report.bits_per_weight:.2f} bits/weight on converted modules")
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = (f"_L{args.layers}" if args.layers is not None else "") + (
-        f"_{args.codebook}" if args.codebook != "uniform" else "")
+        f"_{args.codebook}{args.amplitude_bits}{args.phase_bits}")
     out = RESULTS / f"compress_{args.preset}_{args.device}{suffix}.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
