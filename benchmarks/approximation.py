@@ -74,7 +74,11 @@ def methods(with_hqq: bool) -> dict[str, Method]:
     table: dict[str, Method] = {
         "fourier paper (rfft2, 4+4, per-matrix) r0": fourier(0, **PAPER),
         "fourier paper (rfft2, 4+4, per-matrix) r8": fourier(8, **PAPER),
-        "fourier 4+4 g64 r0": fourier(0, transform="rfft", group_size=64, amplitude_bits=4, phase_bits=4),
+        "fourier paper grid + rfft + group 64 r0": fourier(0, transform="rfft", group_size=64, amplitude_bits=4,
+                                                          phase_bits=4, codebook="uniform", phase_aware=False),
+        "fourier + phase-aware amplitude r0": fourier(0, transform="rfft", group_size=64, amplitude_bits=4,
+                                                      phase_bits=4, codebook="uniform", phase_aware=True),
+        "fourier + lloyd levels 4+4 r0": fourier(0, transform="rfft", group_size=64, amplitude_bits=4, phase_bits=4),
         "fourier best r0": fourier(0, **BEST),
         "fourier best r8": fourier(8, **BEST),
         "fourier best r16": fourier(16, **BEST),
