@@ -83,6 +83,26 @@ def loftq(w: torch.Tensor, quantize: Quantizer, rank: int, iters: int = 5) -> tu
     return best[1], best[2]
 
 
+def spatial_pairs(w: torch.Tensor, codebook: str = "vq", amplitude_bits: int = 3, phase_bits: int = 5,
+                  group: int = 64) -> tuple[torch.Tensor, int]:
+    """Control for the Fourier transform: our exact PolarQuant/VQ quantiser on *spatial* pairs.
+
+    Adjacent weights ``(w[:, 2j], w[:, 2j+1])`` form one complex number, quantised with the same
+    codebook, bits and group size as the Fourier path, but without any transform. Whatever the
+    Fourier path gains over this row comes from the transform, not from the codebook.
+    """
+    from llava_fa.fourier import polar_quantize
+
+    w = w.float()
+    if w.shape[1] % 2:
+        raise ValueError("spatial_pairs needs an even number of input features")
+    z = torch.complex(w[:, 0::2].contiguous(), w[:, 1::2].contiguous())
+    codes = polar_quantize(z, amplitude_bits, phase_bits, group_size=group, codebook=codebook, phase_aware=True)
+    z_hat = codes.dequantize()
+    w_hat = torch.stack([z_hat.real, z_hat.imag], dim=-1).reshape(w.shape)
+    return w_hat, codes.nbits()
+
+
 def with_channel_scale(quantize: Quantizer, scale: torch.Tensor) -> Quantizer:
     """Activation-aware wrapper: quantise ``W diag(d)``, return ``W_hat = Q diag(1/d)`` (+16 bits per channel)."""
 
