@@ -29,7 +29,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines  # noqa: E402
 
-from llava_fa.fourier import PAPER_SETTINGS, Calibration, channel_scale, fourier_approximate, spectrum_columns  # noqa: E402
+from llava_fa.fourier import (  # noqa: E402
+    PAPER_SETTINGS,
+    Calibration,
+    channel_scale,
+    fourier_approximate,
+    input_power_spectrum,
+    spectrum_columns,
+)
 from llava_fa.reference import SENTENCES, minilm_linear_inputs, minilm_linear_weights  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,9 +48,15 @@ PAPER = dict(PAPER_SETTINGS, amplitude_bits=4, phase_bits=4)
 Method = Callable[[torch.Tensor, str], tuple[torch.Tensor, int]]
 
 
-def fourier(rank: int, calibrated: bool = False, **settings) -> Method:
+def fourier(rank: int, calibrated: bool = False, spectral: bool = False, **settings) -> Method:
+    """A Fourier row; ``calibrated``: channel calibration; ``spectral``: the paper-style column power spectrum."""
+
     def run(w: torch.Tensor, key: str) -> tuple[torch.Tensor, int]:
-        calib = Calibration(channel=CAL_POWER[key]) if calibrated else None
+        calib = None
+        if calibrated:
+            calib = Calibration(channel=CAL_POWER[key])
+        if spectral:
+            calib = Calibration(col=CAL_SPECTRUM[key])
         res = fourier_approximate(w, rank=rank, calibration=calib, **{"svd_method": "randomized", **settings})
         return res.reconstruct(), res.nbits
 
@@ -65,6 +78,7 @@ def spatial(quantize: baselines.Quantizer, complex_rank: int = 0, calibrated: bo
 
 
 CAL_POWER: dict[str, torch.Tensor] = {}
+CAL_SPECTRUM: dict[str, torch.Tensor] = {}
 
 
 def methods(with_hqq: bool) -> dict[str, Method]:
@@ -94,6 +108,7 @@ def methods(with_hqq: bool) -> dict[str, Method]:
         "loftq nf4 g64 r16-budget": spatial(nf4_64, 16),
         "fourier best r0 +calib": fourier(0, calibrated=True, **BEST),
         "fourier best r8 +calib": fourier(8, calibrated=True, **BEST),
+        "fourier best r8 +spectral calib (input power spectrum)": fourier(8, spectral=True, **BEST),
         "fourier vq r8 +calib": fourier(8, calibrated=True, **dict(BEST, codebook="vq")),
         "rtn4 g128 +calib": spatial(rtn128, calibrated=True),
         "loftq nf4 g64 r8-budget +calib": spatial(nf4_64, 8, calibrated=True),
@@ -199,7 +214,9 @@ def main() -> None:
         weights = {}  # timing-only run on a machine without the reference package
     quality_rows: list[dict] = []
     if not args.skip_quality:
-        CAL_POWER.update({k: x.square().mean(0) for k, x in minilm_linear_inputs(SENTENCES[:8]).items()})
+        calibration_inputs = minilm_linear_inputs(SENTENCES[:8])
+        CAL_POWER.update({k: x.square().mean(0) for k, x in calibration_inputs.items()})
+        CAL_SPECTRUM.update({k: input_power_spectrum(x, "rfft") for k, x in calibration_inputs.items()})
         quality_rows = quality(weights, minilm_linear_inputs(SENTENCES[8:]))
     timing_rows = timings(args.device, weights)
     meta = dict(torch=torch.__version__, device=torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
