@@ -274,6 +274,23 @@ def test_llava_fa_save_reload_identical(llava_quant):
         assert torch.equal(again(**inputs).logits, quant(**inputs).logits)
 
 
+def test_llava_fa_checkpoint_with_wrong_config_fails_cleanly(llava_quant, tmp_path):
+    from llava_fa.modeling import LlavaFAForConditionalGeneration
+
+    _, _, folder, _ = llava_quant
+    bad = tmp_path / "bad_rank"
+    shutil.copytree(folder, bad)
+    config = json.loads((bad / "config.json").read_text())
+    config["quantization_config"]["rank"] = QCFG["rank"] + 2
+    (bad / "config.json").write_text(json.dumps(config))
+    # Llava saves `language_model.model.*` keys; the check must see through transformers' renaming.
+    n_converted = 2 * sum(is_fourier_linear(m) for m in llava_quant[1].modules())  # lora_l1 and lora_l2 each
+    with pytest.raises(ValueError, match=rf"{n_converted} tensor\(s\) do not match.*model\.vision_tower\.encoder"
+                                         r"\.layers\.0\.self_attn\.k_proj\.lora_l1: checkpoint \(32, 8, 2\) vs "
+                                         r"expected \(32, 10, 2\)"):
+        LlavaFAForConditionalGeneration.from_pretrained(bad)
+
+
 def test_llava_fa_remote_code_without_package(llava_quant, tmp_path):
     _, quant, folder, inputs = llava_quant
     with torch.no_grad():

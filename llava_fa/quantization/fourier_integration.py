@@ -183,12 +183,13 @@ def check_checkpoint(model: nn.Module, checkpoint_files: Optional[list[str]], pr
             shapes.update(_read_header_shapes(str(path)))
     if not shapes:
         return
+    shapes = _as_model_keys(model, shapes)
     problems = []
     for name, module in model.named_modules():
         if not is_fourier_linear(module):
             continue
         if pre_quantized:
-            expected = {t: tuple(getattr(module, t).shape) for t in ("codes", "scales", "levels", "lora_l1", "lora_l2")}
+            expected = {t: tuple(getattr(module, t).shape) for t in module.stored_names}
             if f"{name}.weight" in shapes:
                 problems.append(f"{name}: the checkpoint holds a dense `weight` but the quantization config converts "
                                 f"this module; the config does not match the checkpoint")
@@ -205,6 +206,22 @@ def check_checkpoint(model: nn.Module, checkpoint_files: Optional[list[str]], pr
                 if pre_quantized else "the checkpoint was saved for another model configuration")
         raise ValueError(f"FourierApprox: {len(problems)} tensor(s) do not match the model ({hint}). Nothing was "
                          f"loaded. First ones: " + "; ".join(problems[:5]))
+
+
+def _as_model_keys(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Checkpoint keys renamed the way transformers will rename them for `model` (e.g. Llava's saved layout
+    `language_model.model.*` -> `model.language_model.*`), so that they can be compared with module names."""
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+
+        transforms = get_model_conversion_mapping(model)
+    except (ImportError, AttributeError, TypeError):  # another transformers layout: compare the raw keys
+        return shapes
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
+    prefix = getattr(model, "base_model_prefix", None)
+    return {rename_source_key(key, renamings, converters, prefix)[0]: shape for key, shape in shapes.items()}
 
 
 def unloaded_modules(model: nn.Module) -> list[str]:
