@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"    FourierLinear modules per part: {converted_by_tower(quant)}")
     report = compression_report(quant)
     print("\n".join("    " + line for line in str(report).splitlines()))
+    print("    (the tiny model's 32-128-wide matrices make the rank-4 factors and the float32 biases dominate;"
+          " see README for Qwen2.5-7B sizes)")
     qturn = chat_turn(quant, processor, image)
     rel = float((qturn["logits"] - turn["logits"]).norm() / turn["logits"].norm())
     print(f"    compressed chat turn: answer {qturn['answer']!r}; prompt logits differ from dense by {rel:.3%} (relative)")
