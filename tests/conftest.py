@@ -1,4 +1,4 @@
-"""Shared fixtures for the LLaVA-FA model/processor/remote-code tests: tiny models saved in tmp dirs.
+"""Shared fixtures: tiny LLaVA-FA models saved in tmp dirs, and the real all-MiniLM-L6-v2 weights.
 
 Nothing here downloads: HF_HUB_OFFLINE=1 is set before transformers is imported.
 """
@@ -52,3 +52,29 @@ def chat_inputs(tiny_model_and_processor):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the image?"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     return processor(images=gradient_image(), text=text, return_tensors="pt")
+
+
+# ---------------------------------------------------------------- real all-MiniLM-L6-v2 weights
+MINILM_LAYER = "encoder.layer.0.intermediate.dense.weight"
+
+
+@pytest.fixture(scope="session")
+def minilm_weights():
+    from llava_fa.reference import minilm_linear_weights
+
+    return minilm_linear_weights()
+
+
+@pytest.fixture(scope="session")
+def minilm_weight(minilm_weights):
+    return minilm_weights["encoder.layer.0.attention.self.query.weight"]
+
+
+@pytest.fixture(scope="session")
+def minilm_layer(minilm_weights):
+    """(weight (1536, 384), calibration inputs, held-out inputs) of a real FFN layer."""
+    from llava_fa.reference import SENTENCES, minilm_linear_inputs
+
+    cal = minilm_linear_inputs(SENTENCES[:8])[MINILM_LAYER]
+    held_out = minilm_linear_inputs(SENTENCES[8:])[MINILM_LAYER]
+    return minilm_weights[MINILM_LAYER], cal, held_out

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from fixtures_real import minilm_layer, minilm_weight, minilm_weights  # noqa: F401  (pytest fixtures)
 from llava_fa.fourier import (
     PAPER_SETTINGS,
     Calibration,

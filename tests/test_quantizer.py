@@ -274,6 +274,29 @@ def test_llava_fa_save_reload_identical(llava_quant):
         assert torch.equal(again(**inputs).logits, quant(**inputs).logits)
 
 
+def test_quantized_qwen2_folder_loads_through_remote_code_without_package(qwen2, tmp_path):
+    _, _, quant, folder, ids = qwen2
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {"AutoConfig": "configuration_fourier_approx.Qwen2Config"}
+    assert (folder / "configuration_fourier_approx.py").is_file() and (folder / "fourier_quantizer.py").is_file()
+    with torch.no_grad():
+        expected = quant(ids).logits
+    torch.save(dict(ids=ids, expected=expected), tmp_path / "io.pt")
+    code = """
+import sys, torch
+from transformers import AutoModelForCausalLM
+io = torch.load(sys.argv[2])
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True)
+n = sum(getattr(m, "is_fourier_linear", False) for m in model.modules())
+with torch.no_grad():
+    out = model(io["ids"]).logits
+print("CLASS", type(model).__name__, "FOURIER", n, "EQUAL", torch.equal(out, io["expected"]))
+"""
+    result = run_without_package(code, [str(folder), str(tmp_path / "io.pt")], modules_cache=tmp_path / "modules")
+    n_expected = sum(is_fourier_linear(m) for m in quant.modules())
+    assert f"CLASS Qwen2ForCausalLM FOURIER {n_expected} EQUAL True" in result.stdout
+
+
 def test_llava_fa_checkpoint_with_wrong_config_fails_cleanly(llava_quant, tmp_path):
     from llava_fa.modeling import LlavaFAForConditionalGeneration
 

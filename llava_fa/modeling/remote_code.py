@@ -46,6 +46,7 @@ SHIPPED_MODULES: list[str] = [
     "llava_fa.quantization.fourier_linear",
     "llava_fa.quantization.calibrate",
     "llava_fa.quantization.fourier_integration",
+    "llava_fa.quantization.native_remote_code",
     "llava_fa.quantization.fourier_quantizer",
 ]
 

@@ -30,6 +30,7 @@ from .fourier_integration import (
     unloaded_modules,
 )
 from .fourier_linear import is_fourier_linear
+from .native_remote_code import ship_with_remote_code
 
 logger = logging.get_logger(__name__)
 
@@ -100,6 +101,7 @@ class FourierApproxHfQuantizer(HfQuantizer):
         if missing:
             raise ValueError(f"FourierApprox: the checkpoint has no dense weight for {len(missing)} module(s) to "
                              f"compress (e.g. {missing[:3]}); check that the checkpoint matches the model class.")
+        ship_with_remote_code(model.config)  # native classes (Qwen2, CLIP): saved folders load via remote code
         return model
 
     def _dequantize(self, model, dtype: Optional[torch.dtype] = None):
