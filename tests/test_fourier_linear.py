@@ -129,8 +129,11 @@ def test_accounting():
     _, approx = _approx()
     layer = FourierLinear.from_approximation(approx)
     assert layer.nbits() == approx.nbits  # factors at their 16-bit storage dtype, as the core counts
-    assert layer.stored_bytes() == sum(t.numel() * t.element_size()
-                                       for t in FourierLinear.tensors_from_approximation(approx).values())
+    # saved bytes: the float32 factor parameters are written in their float16 factor dtype
+    tensors = FourierLinear.tensors_from_approximation(approx)
+    assert layer.stored_bytes() == sum(t.numel() * (2 if n.startswith("lora_") else t.element_size())
+                                       for n, t in tensors.items())
+    assert layer.saved_tensors()["lora_l1"].dtype == torch.float16 and layer.lora_l1.dtype == torch.float32
 
 
 @cuda

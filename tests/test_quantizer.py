@@ -106,10 +106,13 @@ def test_qwen2_save_reload_identical(qwen2):
     for name, module in quant.named_modules():
         if is_fourier_linear(module):
             assert f"{name}.weight" not in saved  # never a dense weight for a converted module
-            assert saved[f"{name}.codes"] == "U8" and saved[f"{name}.lora_l1"] == "F32"
+            # factors are saved in factor_dtype (float16 by default), trained as float32 parameters
+            assert saved[f"{name}.codes"] == "U8" and saved[f"{name}.lora_l1"] == "F16"
     assert json.loads((folder / "config.json").read_text())["quantization_config"]["quant_method"] == "fourier_approx"
     again = AutoModelForCausalLM.from_pretrained(folder)
     assert sum(is_fourier_linear(m) for m in again.modules()) == 14
+    factor = again.model.layers[0].mlp.up_proj.lora_l1
+    assert factor.dtype == torch.float32 and factor.requires_grad
     with torch.no_grad():
         assert torch.equal(again(ids).logits, quant(ids).logits)
     for (n1, t1), (n2, t2) in zip(quant.state_dict().items(), again.state_dict().items()):
@@ -133,7 +136,7 @@ def test_qwen2_dequantize(qwen2):
 
 
 def test_compression_report(qwen2):
-    _, _, quant, _, _ = qwen2
+    _, _, quant, folder, _ = qwen2
     report = compression_report(quant)
     assert len(report.modules) == 14
     row = next(m for m in report.modules if m.name.endswith("layers.0.mlp.up_proj"))
@@ -141,6 +144,12 @@ def test_compression_report(qwen2):
     module = quant.model.layers[0].mlp.up_proj
     assert row.bits_per_weight == pytest.approx(module.nbits() / (64 * 32))
     assert row.bf16_bytes == 64 * 32 * 2 and row.ratio == pytest.approx(row.bf16_bytes / row.stored_bytes)
+    # stored_bytes is what save_pretrained writes for the module (factors in float16)
+    prefix = "model.layers.0.mlp.up_proj."
+    with safe_open(os.path.join(folder, "model.safetensors"), "pt") as h:
+        on_disk = sum(h.get_tensor(k).numel() * h.get_tensor(k).element_size() for k in h.keys()
+                      if k.startswith(prefix) and not k.endswith("bias"))
+    assert row.stored_bytes == on_disk
     assert 0 < report.mean_error < 0.2 and report.model_stored_bytes > 0
     text = str(report)
     assert "layers.0.mlp.up_proj" in text and "whole model" in text

@@ -102,7 +102,8 @@ def replace_with_fourier_linear(
             linear.in_features, linear.out_features, bias=linear.bias is not None,
             rank=settings["rank"], amplitude_bits=settings["amplitude_bits"], phase_bits=settings["phase_bits"],
             group_size=settings["group_size"], transform=settings["transform"], codebook=settings["codebook"],
-            scale_dtype=scale_dtype, compute_dtype=compute_dtype, device="meta", dtype=bias_dtype,
+            scale_dtype=scale_dtype, compute_dtype=compute_dtype, factor_dtype=dtype_from_name(config.factor_dtype),
+            device="meta", dtype=bias_dtype,
             placeholder=not pre_quantized,
         )
         new.compression_settings = dict(settings)

@@ -113,6 +113,7 @@ class FourierLinear(nn.Module):
         codebook: str = "lloyd",
         scale_dtype: torch.dtype = torch.float16,
         compute_dtype: Optional[torch.dtype] = None,
+        factor_dtype: torch.dtype = torch.float16,
         device: Any = None,
         dtype: Optional[torch.dtype] = None,
         placeholder: bool = False,
@@ -122,7 +123,7 @@ class FourierLinear(nn.Module):
         self.rank, self.amplitude_bits, self.phase_bits = int(rank), int(amplitude_bits), int(phase_bits)
         self.group_size = None if group_size is None else int(group_size)
         self.transform, self.codebook = transform, codebook
-        self.scale_dtype, self.compute_dtype = scale_dtype, compute_dtype
+        self.scale_dtype, self.compute_dtype, self.factor_dtype = scale_dtype, compute_dtype, factor_dtype
         self.n_cols = spectrum_columns(self.in_features, transform)
         layout = fourier_layout(self.out_features, self.in_features, rank=self.rank, amplitude_bits=self.amplitude_bits,
                                 phase_bits=self.phase_bits, group_size=self.group_size, transform=transform,
@@ -174,6 +175,7 @@ class FourierLinear(nn.Module):
         module = cls(n, m, bias=bias is not None, rank=approx.rank, amplitude_bits=quant.amplitude_bits,
                      phase_bits=quant.phase_bits, group_size=quant.group_size, transform=approx.transform,
                      codebook=quant.codebook, scale_dtype=quant.scales.dtype, compute_dtype=compute_dtype,
+                     factor_dtype=approx.factor_dtype,
                      device=quant.codes.device, dtype=None if bias is None else bias.dtype)
         module.load_compressed(cls.tensors_from_approximation(approx))
         if bias is not None:
@@ -232,16 +234,25 @@ class FourierLinear(nn.Module):
         return linear
 
     # ----- accounting -----------------------------------------------------------------------
-    def nbits(self, factor_bits: int = 16) -> int:
-        """Bits of the compressed weight: codes + scales (+ lloyd levels) + input scale + factors at `factor_bits`."""
+    def nbits(self, factor_bits: Optional[int] = None) -> int:
+        """Bits of the compressed weight: codes + scales (+ levels/table) + input scale + factors at `factor_bits`
+        (default: the bits of `factor_dtype`, the dtype they are saved in)."""
+        factor_bits = torch.finfo(self.factor_dtype).bits if factor_bits is None else factor_bits
         bits = self.polar_codes().nbits()
         if not bool(torch.all(self.input_scale == 1)):
             bits += self.input_scale.numel() * 16
         return bits + (self.lora_l1.numel() + self.lora_l2.numel()) * factor_bits
 
     def stored_bytes(self) -> int:
-        """Bytes the weight's tensors take in the state dict (factors as stored, float32); bias excluded."""
-        return sum(getattr(self, n).numel() * getattr(self, n).element_size() for n in self.stored_names)
+        """Bytes the weight's tensors take on disk (factors in `factor_dtype`, see `saved_tensors`); bias excluded."""
+        return sum(t.numel() * t.element_size() for t in self.saved_tensors().values())
+
+    def saved_tensors(self) -> dict[str, torch.Tensor]:
+        """The stored tensors as `save_pretrained` writes them: the float32 factor parameters (trainable in
+        memory) are cast to `factor_dtype`; they were rounded to it at compression, so nothing is lost
+        unless they were trained since. Reloading casts them back to float32 parameters."""
+        return {n: getattr(self, n).detach().to(self.factor_dtype) if n in ("lora_l1", "lora_l2") else getattr(self, n)
+                for n in self.stored_names}
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "

@@ -74,6 +74,16 @@ class FourierApproxHfQuantizer(HfQuantizer):
         module, tensor_name = get_module_from_name(model, param_name)
         return tensor_name == "weight" and is_fourier_linear(module) and "weight" in module._parameters
 
+    def get_state_dict_and_metadata(self, model) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """What `save_pretrained` writes: the model's state dict with each FourierLinear's factors in its
+        `factor_dtype` (float16 by default: half the bytes of the float32 training copies)."""
+        state = model.state_dict()
+        for name, module in model.named_modules():
+            if is_fourier_linear(module):
+                prefix = f"{name}." if name else ""
+                state.update({prefix + key: tensor for key, tensor in module.saved_tensors().items()})
+        return state, {}
+
     def get_quantize_ops(self) -> FourierQuantize:
         return FourierQuantize(self)
 

@@ -1,8 +1,8 @@
 """`compression_report(model)`: what the Fourier compression of a model costs and how well it fits.
 
 Per converted module: shape, rank, amplitude/phase bits, bits per weight (codes + scales +
-levels + channel scale + factors counted at 16 bits, the core's accounting), bytes as stored in
-the state dict (factors are float32 there, so they can be trained), relative spatial error at
+levels + channel scale + factors in their saved dtype, the core's accounting), bytes as saved by
+`save_pretrained` (factors in `factor_dtype`; in memory they are float32 so they can be trained), relative spatial error at
 compression time (``approx_error``) and the compression ratio against the dense bf16 weight.
 Totals cover the converted modules and the whole model (every parameter and buffer as stored,
 against the same model dense in bf16).
@@ -21,7 +21,7 @@ BF16_BYTES = 2
 
 @dataclass
 class ModuleReport:
-    """One converted module. `bits_per_weight`: nominal (factors at 16 bits); `stored_bytes`: as saved."""
+    """One converted module. `bits_per_weight` and `stored_bytes`: as saved (factors in `factor_dtype`)."""
 
     name: str
     shape: tuple[int, int]
@@ -125,12 +125,13 @@ def compression_report(model: nn.Module) -> CompressionReport:
         if id(tensor) in seen:
             continue
         seen.add(id(tensor))
-        report.model_stored_bytes += tensor.numel() * tensor.element_size()
         owner = name.rsplit(".", 1)[0]
         if owner in fourier_prefixes and not name.endswith(".bias"):
-            continue  # counted below as the dense weight it replaces
+            continue  # stored tensors counted below; the dense weight it replaces too
+        report.model_stored_bytes += tensor.numel() * tensor.element_size()
         if tensor.is_floating_point():
             report.model_bf16_bytes += tensor.numel() * BF16_BYTES
+    report.model_stored_bytes += report.stored_bytes
     report.model_bf16_bytes += report.bf16_bytes
     return report
 
