@@ -177,7 +177,25 @@ def test_clip_vision_quantize_on_load(tmp_path):
     assert len(converted) == 2 * 6  # q, k, v, out_proj, fc1, fc2
     pix = torch.randn(1, 3, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert _rel(quant(pixel_values=pix).last_hidden_state, dense(pixel_values=pix).last_hidden_state) < 0.3
+        expected = quant(pixel_values=pix).last_hidden_state
+        assert _rel(expected, dense(pixel_values=pix).last_hidden_state) < 0.3
+    # the saved folder loads through remote code where llava_fa cannot be imported
+    quant.save_pretrained(tmp_path / "quant")
+    assert json.loads((tmp_path / "quant" / "config.json").read_text())["auto_map"] == {
+        "AutoConfig": "configuration_fourier_approx.CLIPVisionConfig"}
+    torch.save(dict(pix=pix, expected=expected), tmp_path / "io.pt")
+    code = """
+import sys, torch
+from transformers import AutoModel
+io = torch.load(sys.argv[2])
+model = AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+with torch.no_grad():
+    out = model(pixel_values=io["pix"]).last_hidden_state
+print("CLASS", type(model).__name__, "EQUAL", torch.equal(out, io["expected"]))
+"""
+    result = run_without_package(code, [str(tmp_path / "quant"), str(tmp_path / "io.pt")],
+                                 modules_cache=tmp_path / "modules")
+    assert "CLASS CLIPVisionModel EQUAL True" in result.stdout
 
 
 # ---------------------------------------------------------------- bad input
