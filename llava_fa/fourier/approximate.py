@@ -19,9 +19,17 @@ from typing import Any, Optional, Union
 import torch
 
 from .calibration import Calibration, amplitude_scale, channel_scale
-from .polar_quant import CODEBOOKS, Codebook, PolarCodes, polar_quantize
+from .polar_quant import Codebook, PolarCodes, check_polar_options, polar_quantize
 from .svd import SVD_METHODS, SvdMethod, fourier_svd
-from .transform import Transform, check_transform, from_spectrum, spectrum_columns, spectrum_weights, to_spectrum
+from .transform import (
+    Transform,
+    check_transform,
+    from_spectrum,
+    spectrum_columns,
+    spectrum_weights,
+    synthesis_matrix,
+    to_spectrum,
+)
 
 FACTOR_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -122,8 +130,6 @@ def lowrank_to_real(
     l1: torch.Tensor, l2: torch.Tensor, n: int, transform: Transform
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Real ``A (m, 2r)``, ``B (2r, n)`` (float32) with ``A @ B == from_spectrum(l1 @ l2, n, transform)``."""
-    from .transform import synthesis_matrix
-
     a = l1.to(torch.complex64)
     if transform == "rfft2":
         a = torch.fft.ifft(a, dim=0, norm="ortho")
@@ -296,17 +302,13 @@ def _validate_options(
         raise ValueError(f"rank must be a non-negative integer, got {rank!r}")
     if rank > min(m, cols):
         raise ValueError(f"rank={rank} exceeds the largest rank of the {m} x {cols} spectrum ({min(m, cols)})")
-    for name, bits in (("amplitude_bits", amplitude_bits), ("phase_bits", phase_bits)):
-        if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 8:
-            raise ValueError(f"{name} must be an integer in 1..8, got {bits!r}")
+    check_polar_options(amplitude_bits, phase_bits, codebook)
     if group_size is not None and (not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1):
         raise ValueError(f"group_size must be a positive integer or None (one scale per matrix), got {group_size!r}")
     if not isinstance(max_iters, int) or max_iters < 1:
         raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
     if svd_method not in SVD_METHODS:
         raise ValueError(f"svd_method={svd_method!r} is not supported; use one of {SVD_METHODS}")
-    if codebook not in CODEBOOKS:
-        raise ValueError(f"codebook={codebook!r} is not supported; use one of {CODEBOOKS}")
     if factor_dtype not in FACTOR_DTYPES:
         raise ValueError(f"factor_dtype must be one of {FACTOR_DTYPES}, got {factor_dtype!r}")
 

@@ -114,6 +114,15 @@ class PolarCodes:
         return bits
 
 
+def check_polar_options(amplitude_bits: object, phase_bits: object, codebook: object) -> None:
+    """Raise ``ValueError`` naming the argument if a bit width is not an integer in 1..8 or the codebook is unknown."""
+    for name, bits in (("amplitude_bits", amplitude_bits), ("phase_bits", phase_bits)):
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 8:
+            raise ValueError(f"{name} must be an integer in 1..8, got {bits!r}")
+    if codebook not in CODEBOOKS:
+        raise ValueError(f"codebook={codebook!r} is not supported; use one of {CODEBOOKS}")
+
+
 def polar_lookup_table(levels: torch.Tensor, phase_bits: int) -> torch.Tensor:
     """Joint table for amplitude ``levels`` (float, ``(2^b_r,)``) and ``2^phase_bits`` phases."""
     n_phase = 1 << phase_bits
@@ -145,11 +154,7 @@ def polar_quantize(
     """
     if z.dim() != 2 or not z.is_complex():
         raise ValueError(f"polar_quantize expects a 2-D complex matrix, got shape {tuple(z.shape)} dtype {z.dtype}")
-    for name, bits in (("amplitude_bits", amplitude_bits), ("phase_bits", phase_bits)):
-        if not isinstance(bits, int) or not 1 <= bits <= 8:
-            raise ValueError(f"{name} must be an integer in 1..8, got {bits!r}")
-    if codebook not in CODEBOOKS:
-        raise ValueError(f"codebook={codebook!r} is not supported; use one of {CODEBOOKS}")
+    check_polar_options(amplitude_bits, phase_bits, codebook)
     rows, cols = z.shape
     count = rows * cols
     group_len = count if group_size is None else int(group_size)
