@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -28,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines  # noqa: E402
+from results_io import RESULTS, write_atomic  # noqa: E402
 
 from llava_fa.fourier import (  # noqa: E402
     PAPER_SETTINGS,
@@ -39,7 +38,6 @@ from llava_fa.fourier import (  # noqa: E402
 )
 from llava_fa.reference import SENTENCES, minilm_linear_inputs, minilm_linear_weights  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 #: Our best settings so far (see README): 1-D packed rfft, 3 amplitude + 5 phase bits,
 #: Lloyd amplitude levels, phase-aware amplitude, one float16 scale per 64 coefficients.
 BEST = dict(transform="rfft", group_size=64, codebook="lloyd", phase_aware=True, amplitude_bits=3, phase_bits=5)
@@ -189,14 +187,6 @@ def markdown(quality_rows: list[dict], timing_rows: list[dict]) -> str:
         lines.append(f"| {r['matrix']} | {r['device']} | {r['svd']} | {r['codebook']} | {r['seconds']:.3f} | "
                      f"{r['error']:.4f} | {r['iterations']} |")
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def main() -> None:

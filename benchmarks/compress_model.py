@@ -34,8 +34,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM  # 
 
 from llava_fa.modeling.configuration_llava_fa import QWEN25_TEXT  # noqa: E402
 from llava_fa.quantization import FourierApproxConfig, compression_report, is_fourier_linear  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from results_io import RESULTS, write_atomic  # noqa: E402
 
 
 def folder_bytes(folder: Path) -> int:
@@ -167,11 +166,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"disk: dense bf16 {result['dense_bf16_bytes'] / 2**20:,.1f} MiB -> quantized "
           f"{result['quantized_bytes'] / 2**20:,.1f} MiB (x{result['disk_ratio_vs_bf16']:.2f}); "
           f"{report.bits_per_weight:.2f} bits/weight on converted modules")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = (f"_L{args.layers}" if args.layers is not None else "") + (
         f"_{args.codebook}{args.amplitude_bits}{args.phase_bits}")
     out = RESULTS / f"compress_{args.preset}_{args.device}{suffix}.json"
-    out.write_text(json.dumps(result, indent=2))
+    write_atomic(out, json.dumps(result, indent=2))
     print(f"wrote {out}")
     shutil.rmtree(quant_dir, ignore_errors=True)
     if args.workdir is None:

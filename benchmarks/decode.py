@@ -13,13 +13,13 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from llava_fa.fourier import fourier_approximate
 from llava_fa.quantization import FourierLinear
+from results_io import RESULTS, write_atomic
 
 SHAPES = {"attn q/o 3584x3584": (3584, 3584), "mlp up 18944x3584": (18944, 3584), "mlp down 3584x18944": (3584, 18944)}
 
@@ -60,12 +60,8 @@ def main() -> None:
                          slowdown=t_fourier / t_dense, stored_bytes=fourier.stored_bytes(), dense_bytes=m * n * 2))
         print(f"{label:22s} dense {t_dense * 1e3:8.3f} ms  fourier {t_fourier * 1e3:8.3f} ms  "
               f"({t_fourier / t_dense:.1f}x slower)", flush=True)
-    out = Path(__file__).resolve().parent / "results" / f"decode_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(dict(device=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-                                   rows=rows), indent=2))
-    tmp.replace(out)
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    write_atomic(RESULTS / f"decode_{args.device}.json", json.dumps(dict(device=device, rows=rows), indent=2))
 
 
 if __name__ == "__main__":
