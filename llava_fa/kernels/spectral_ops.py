@@ -1,0 +1,131 @@
+"""torch.library custom op (inference) and autograd Function (training) of the FourierLinear fast path.
+
+* ``llava_fa_kernels::fourier_linear`` — the whole layer for inference (no autograd): spectral input,
+  quantized LUT product, low-rank term, bias. One opaque op with a fake (meta) implementation, so
+  ``torch.compile`` keeps the complex FFT out of Inductor and CUDA graphs capture it. On CUDA with
+  Triton and 8-bit codes it runs the Triton kernels of ``triton_lut``; elsewhere the plain-torch
+  chunked path of ``spectral``.
+* :class:`QuantizedSpectralMatmul` — ``y = x' W'^T`` for the frozen quantized part with a backward
+  ``g W'`` that re-dequantises ``W'`` chunk-wise (nothing dense is saved).
+
+If a second copy of this file is imported (Hub remote code next to the installed package), the op
+registered by the first copy is reused: both copies implement the same function.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .spectral import (
+    SpectralCodes,
+    interleaved_input,
+    lookup_table,
+    lowrank_input_matrix,
+    lowrank_output_matrix,
+    quantized_matmul,
+    quantized_matmul_transposed,
+    spectral_input,
+)
+from .triton_lut import TRITON_AVAILABLE, lut_linear, pack_table
+
+OP_NAMESPACE = "llava_fa_kernels"
+OP_NAME = "fourier_linear"
+
+#: Derived per-layer tensors for the GPU path, keyed by the identity and version of the stored tensors.
+_PREPARED: dict[tuple, dict[str, torch.Tensor]] = {}
+_PREPARED_MAX = 8192
+
+
+def triton_supported(x: torch.Tensor, code_bits: int) -> bool:
+    """True when the Triton kernels handle this call (CUDA tensor, Triton importable, 8-bit codes)."""
+    return TRITON_AVAILABLE and x.is_cuda and code_bits == 8
+
+
+class QuantizedSpectralMatmul(torch.autograd.Function):
+    """``y = x' W'^T`` (float32 ``(M, out)``) for the quantized part; differentiable in ``x'`` only."""
+
+    @staticmethod
+    def forward(ctx, xp: torch.Tensor, spec: SpectralCodes) -> torch.Tensor:  # type: ignore[override]
+        ctx.spec = spec
+        return quantized_matmul(xp, spec)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return quantized_matmul_transposed(grad, ctx.spec), None
+
+
+def _key(*tensors: Optional[torch.Tensor]) -> tuple:
+    return tuple((None if t is None else (t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device)))
+                 for t in tensors)
+
+
+def _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits: int, n: int) -> dict:
+    key = _key(codes, scales, levels, table, input_scale, l1, l2) + (phase_bits, n)
+    hit = _PREPARED.get(key)
+    if hit is not None:
+        return hit
+    if len(_PREPARED) >= _PREPARED_MAX:
+        _PREPARED.clear()
+    lut = lookup_table(levels, table, phase_bits)
+    entry = {
+        "table_packed": pack_table(lut),
+        "table_f32": torch.view_as_real(lut).contiguous(),
+        "inv_scale": (1.0 / input_scale.float()).contiguous(),
+        "unit_scale": bool(torch.all(input_scale == 1)),
+    }
+    if l1 is not None:
+        entry["lr_in"] = lowrank_input_matrix(l2.detach(), n).contiguous()
+        entry["lr_out"] = lowrank_output_matrix(l1.detach()).contiguous()
+    _PREPARED[key] = entry
+    return entry
+
+
+def _fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, levels: torch.Tensor,
+                         table: Optional[torch.Tensor], input_scale: torch.Tensor, l1: Optional[torch.Tensor],
+                         l2: Optional[torch.Tensor], bias: Optional[torch.Tensor], out_features: int,
+                         phase_bits: int, code_bits: int, group_len: int, out_dtype: torch.dtype) -> torch.Tensor:
+    n = x.shape[-1]
+    n_cols = n // 2 if n % 2 == 0 else (n + 1) // 2
+    if x.shape[0] == 0:
+        return x.new_zeros(0, out_features, dtype=out_dtype)
+    if triton_supported(x, code_bits):
+        prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n)
+        u = x.float() if prep["unit_scale"] else x * prep["inv_scale"]
+        uv = torch.view_as_real(torch.fft.rfft(u.float(), dim=-1, norm="ortho"))
+        t = None
+        if l1 is not None:
+            t = uv.reshape(uv.shape[0], -1) @ prep["lr_in"].T
+        return lut_linear(uv, n, codes, scales, prep["table_packed"], prep["table_f32"], group_len, out_features,
+                          t=t, lr_out=prep.get("lr_out"), bias=bias, out_dtype=out_dtype)
+    spec = SpectralCodes(codes=codes, scales=scales, table=lookup_table(levels, table, phase_bits), code_bits=code_bits,
+                         group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
+    uv = spectral_input(x, input_scale)
+    y = quantized_matmul(interleaved_input(uv, n), spec)
+    if l1 is not None:
+        y = y + (uv.reshape(uv.shape[0], -1) @ lowrank_input_matrix(l2, n).T) @ lowrank_output_matrix(l1).T
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(out_dtype)
+
+
+def _fourier_linear_fake(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features, phase_bits,
+                         code_bits, group_len, out_dtype):
+    return x.new_empty(x.shape[0], out_features, dtype=out_dtype)
+
+
+def _register() -> object:
+    namespace = getattr(torch.ops, OP_NAMESPACE)
+    if hasattr(namespace, OP_NAME):  # registered by another copy of this file
+        return getattr(namespace, OP_NAME)
+    op = torch.library.custom_op(f"{OP_NAMESPACE}::{OP_NAME}", mutates_args=())(_fourier_linear_impl)
+    op.register_fake(_fourier_linear_fake)
+    return getattr(namespace, OP_NAME)
+
+
+#: ``fourier_linear_op(x (M, n), codes, scales, levels, table|None, input_scale, l1|None, l2|None, bias|None,
+#: out_features, phase_bits, code_bits, group_len, out_dtype) -> (M, out_features)`` (no autograd).
+fourier_linear_op = _register()
+
+__all__ = ["QuantizedSpectralMatmul", "fourier_linear_op", "triton_supported", "OP_NAMESPACE", "OP_NAME"]

@@ -1,0 +1,261 @@
+"""Triton kernels: LUT GEMM over 8-bit FourierLinear codes, reading the rfft output of the input directly.
+
+``y = x' W'^T (+ t C^T) (+ bias)`` where (see ``spectral``) ``x'`` is the interleaved, weighted, packed
+spectrum of ``u = x / d``, ``W'[o, 2k:2k+2] = table[code[o, k]] * scale[group(o, k)]``, ``t`` the
+``(M, 2r)`` low-rank projection of the input and ``C`` the ``(out, 2r)`` real form of ``L1``.
+
+* ``_lut_gemm_kernel``: one program per ``(BLOCK_M, BLOCK_N)`` output tile; walks the complex columns in
+  steps of ``BLOCK_K`` (= the scale group when rows hold whole groups, so a group's scale multiplies the
+  tile's partial product once instead of every weight); each step loads ``BLOCK_N x BLOCK_K`` codes
+  (one byte per complex coefficient), gathers ``(Re, Im)`` from the 256-entry table (a 1 KB fp16-pair
+  table, L1-resident) and feeds two tensor-core dots (real and imaginary planes) with fp32 accumulation.
+  The low-rank term, bias and output cast form the epilogue. The input tile is read straight from
+  ``view_as_real(rfft(u))`` (the rfft weights and the DC/Nyquist packing are applied on load).
+* ``_lut_dequant_kernel``: writes ``W'`` planar (``[Re | Im]``, ``(out, 2 n_cols)``) in the compute dtype,
+  for the dequantise-once-then-cuBLAS regime of large batches.
+
+``triton`` is optional: without it ``TRITON_AVAILABLE`` is False and the launchers raise ``RuntimeError``.
+Set ``TRITON_INTERPRET=1`` before importing triton to run the kernels on CPU tensors (tests).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+try:  # optional dependency: CPU-only machines may lack it
+    import triton
+    import triton.language as tl
+
+    TRITON_AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised where triton is absent
+    triton = None
+    tl = None
+    TRITON_AVAILABLE = False
+
+#: Batch rows at or above which `lut_linear` dequantises W' once and calls cuBLAS (None: never).
+DEQUANT_MIN_BATCH: Optional[int] = None
+
+
+def interpreting() -> bool:
+    """True when Triton runs its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def pack_table(lut: torch.Tensor) -> torch.Tensor:
+    """Int32 ``(2^bits,)`` table: entry ``c`` holds fp16 ``Re`` (low 16 bits) and fp16 ``Im`` (high 16 bits)."""
+    halves = torch.view_as_real(lut.to(torch.complex64)).to(torch.float16).contiguous()  # (T, 2)
+    return halves.view(torch.int32).reshape(-1).contiguous()
+
+
+def _bucket(m: int) -> int:
+    return 16 if m <= 16 else 64 if m <= 64 else 256 if m <= 256 else 1024
+
+
+if TRITON_AVAILABLE:
+
+    @triton.jit
+    def _lut_gemm_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, scales_ptr, t_ptr, stride_tm, c_ptr, bias_ptr,
+                         y_ptr, stride_ym, M, N, n_cols, nyq_col, group_len, M_BUCKET,
+                         HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr, ALIGNED: tl.constexpr,
+                         HAS_LR: tl.constexpr, R2: tl.constexpr, R2P: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         DOT_F32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         BLOCK_K: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_m = rm < M
+        mask_n = rn < N
+        x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
+        w_rows = rn.to(tl.int64)[:, None] * n_cols
+        if HAS_NYQ:
+            nyq = tl.load(x_ptr + rm.to(tl.int64) * stride_xm + 2 * nyq_col, mask=mask_m, other=0.0)
+        else:
+            nyq = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, n_cols, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            mask_k = rk < n_cols
+            xm = mask_m[:, None] & mask_k[None, :]
+            xre = tl.load(x_rows + 2 * rk[None, :], mask=xm, other=0.0)
+            xim = tl.load(x_rows + 2 * rk[None, :] + 1, mask=xm, other=0.0)
+            first = (rk == 0)[None, :]
+            xre = tl.where(first, xre, 2.0 * xre)
+            xim = tl.where(first, nyq[:, None], 2.0 * xim)
+            wm = mask_n[:, None] & mask_k[None, :]
+            code = tl.load(codes_ptr + w_rows + rk[None, :], mask=wm, other=0).to(tl.int32)
+            if TABLE_F32:
+                wre = tl.load(table_ptr + 2 * code)
+                wim = tl.load(table_ptr + 2 * code + 1)
+            else:
+                pair = tl.load(table_ptr + code)
+                wre = (pair & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                wim = (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            if not ALIGNED:
+                sc = tl.load(scales_ptr + (w_rows + rk[None, :]) // group_len, mask=wm, other=0.0).to(tl.float32)
+                wre = wre * sc
+                wim = wim * sc
+            if DOT_F32:
+                part = tl.dot(xre, tl.trans(wre), input_precision="ieee")
+                part = tl.dot(xim, tl.trans(wim), part, input_precision="ieee")
+            else:
+                part = tl.dot(xre.to(tl.bfloat16), tl.trans(wre.to(tl.bfloat16)))
+                part = tl.dot(xim.to(tl.bfloat16), tl.trans(wim.to(tl.bfloat16)), part)
+            if ALIGNED:
+                sg = tl.load(scales_ptr + (rn.to(tl.int64) * n_cols + k0) // group_len, mask=mask_n,
+                             other=0.0).to(tl.float32)
+                acc += part * sg[None, :]
+            else:
+                acc += part
+        if HAS_LR:
+            rr = tl.arange(0, R2P)
+            mask_r = rr < R2
+            tt = tl.load(t_ptr + rm.to(tl.int64)[:, None] * stride_tm + rr[None, :],
+                         mask=mask_m[:, None] & mask_r[None, :], other=0.0)
+            cc = tl.load(c_ptr + rn.to(tl.int64)[:, None] * R2 + rr[None, :],
+                         mask=mask_n[:, None] & mask_r[None, :], other=0.0)
+            acc = tl.dot(tt, tl.trans(cc), acc, input_precision="ieee")
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rn, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+        out = y_ptr + rm.to(tl.int64)[:, None] * stride_ym + rn[None, :]
+        tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+    @triton.jit
+    def _lut_dequant_kernel(codes_ptr, table_ptr, scales_ptr, w_ptr, N, n_cols, group_len,
+                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        pid_n = tl.program_id(0)
+        pid_k = tl.program_id(1)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+        wm = (rn < N)[:, None] & (rk < n_cols)[None, :]
+        idx = rn.to(tl.int64)[:, None] * n_cols + rk[None, :]
+        code = tl.load(codes_ptr + idx, mask=wm, other=0).to(tl.int32)
+        pair = tl.load(table_ptr + code)
+        wre = (pair & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        wim = (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        sc = tl.load(scales_ptr + idx // group_len, mask=wm, other=0.0).to(tl.float32)
+        row = w_ptr + rn.to(tl.int64)[:, None] * (2 * n_cols) + rk[None, :]
+        tl.store(row, (wre * sc).to(w_ptr.dtype.element_ty), mask=wm)
+        tl.store(row + n_cols, (wim * sc).to(w_ptr.dtype.element_ty), mask=wm)
+
+    def _configs() -> list:
+        out = []
+        for bm, bn, warps, stages in [(16, 16, 4, 3), (16, 32, 4, 3), (16, 64, 4, 3), (16, 32, 4, 4),
+                                      (16, 64, 8, 3), (32, 32, 4, 3), (32, 64, 4, 3), (64, 64, 4, 3),
+                                      (64, 64, 8, 3), (64, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 3),
+                                      (128, 128, 8, 4), (64, 128, 4, 4)]:
+            out.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages))
+        return out
+
+    def _prune(configs, named_args, **kwargs):
+        bucket = named_args["M_BUCKET"]
+        keep = [c for c in configs if (c.kwargs["BLOCK_M"] == 16 if bucket <= 16 else
+                                        c.kwargs["BLOCK_M"] in (16, 32, 64) if bucket <= 64 else
+                                        c.kwargs["BLOCK_M"] >= 64)]
+        return keep or configs[:1]
+
+    _lut_gemm_tuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "n_cols", "HAS_LR", "DOT_F32"],
+                                      prune_configs_by={"early_config_prune": _prune})(_lut_gemm_kernel)
+
+
+def _block_k(n_cols: int, group_len: int) -> tuple[int, bool]:
+    """(BLOCK_K, aligned): aligned when every row holds whole groups and a group is one K step."""
+    if group_len in (16, 32, 64, 128) and n_cols % group_len == 0:
+        return group_len, True
+    return 64, False
+
+
+def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tensor, table_packed: torch.Tensor,
+               table_f32: torch.Tensor, group_len: int, out_features: int, *, t: Optional[torch.Tensor] = None,
+               lr_out: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+               out_dtype: torch.dtype = torch.bfloat16, config: Optional[dict] = None) -> torch.Tensor:
+    """``(M, out_features)`` in ``out_dtype`` from ``uv = view_as_real(rfft(x / d))`` float32 ``(M, n // 2 + 1, 2)``.
+
+    ``codes`` uint8 one byte per coefficient; ``table_packed`` from :func:`pack_table`; ``table_f32`` the
+    ``(256, 2)`` float32 table (used for float32 outputs); ``t`` float32 ``(M, 2r)`` and ``lr_out`` float32
+    ``(out, 2r)`` the low-rank term (both or neither); ``bias`` ``(out,)``. ``config`` (``BLOCK_M``,
+    ``BLOCK_N``, ``num_warps``, ``num_stages``) skips autotuning (always used under the interpreter).
+    """
+    if not TRITON_AVAILABLE:
+        raise RuntimeError("lut_linear needs the `triton` package (pip install triton)")
+    if uv.dtype != torch.float32 or uv.dim() != 3 or uv.shape[-1] != 2 or uv.shape[1] != n // 2 + 1:
+        raise ValueError(f"lut_linear: uv must be float32 (M, {n // 2 + 1}, 2), got {tuple(uv.shape)} {uv.dtype}")
+    if codes.dtype != torch.uint8:
+        raise TypeError(f"lut_linear: codes must be uint8 (8-bit codes), got {codes.dtype}")
+    if (t is None) != (lr_out is None):
+        raise ValueError("lut_linear: pass both t and lr_out, or neither")
+    m_rows = uv.shape[0]
+    n_cols = n // 2 if n % 2 == 0 else (n + 1) // 2
+    if codes.numel() < out_features * n_cols:
+        raise ValueError(f"lut_linear: {codes.numel()} codes cannot hold {out_features} x {n_cols} coefficients")
+    y = torch.empty(m_rows, out_features, device=uv.device, dtype=out_dtype)
+    if m_rows == 0 or out_features == 0:
+        return y
+    uv = uv.contiguous() if uv.stride(-1) != 1 or uv.stride(-2) != 2 else uv
+    dot_f32 = out_dtype == torch.float32
+    table = table_f32 if dot_f32 else table_packed
+    if DEQUANT_MIN_BATCH is not None and m_rows >= DEQUANT_MIN_BATCH and not dot_f32:
+        return _dequant_linear(uv, n, n_cols, codes, scales, table_packed, group_len, out_features, t, lr_out, bias,
+                               out_dtype)
+    block_k, aligned = _block_k(n_cols, group_len)
+    r2 = 0 if t is None else t.shape[1]
+    has_lr = r2 > 0
+    t_arg = t.contiguous() if has_lr else y
+    c_arg = lr_out.contiguous() if has_lr else y
+    bias_arg = bias if bias is not None else y
+    args = (uv, uv.stride(0), codes, table, scales, t_arg, t_arg.stride(0), c_arg, bias_arg, y, y.stride(0),
+            m_rows, out_features, n_cols, n // 2, group_len, _bucket(m_rows))
+    meta = dict(HAS_NYQ=n % 2 == 0, TABLE_F32=dot_f32, ALIGNED=aligned, HAS_LR=has_lr, R2=max(r2, 1),
+                R2P=max(16, triton.next_power_of_2(max(r2, 1))), HAS_BIAS=bias is not None, DOT_F32=dot_f32,
+                BLOCK_K=block_k)
+    if config is None and interpreting():
+        config = {"BLOCK_M": 16, "BLOCK_N": 16}
+    if config is not None:
+        cfg = dict(config)
+        bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
+        grid = (triton.cdiv(m_rows, bm), triton.cdiv(out_features, bn))
+        _lut_gemm_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, **cfg)
+    else:
+        grid = lambda c: (triton.cdiv(m_rows, c["BLOCK_M"]), triton.cdiv(out_features, c["BLOCK_N"]))  # noqa: E731
+        _lut_gemm_tuned[grid](*args, **meta)
+    return y
+
+
+def lut_dequantize(codes: torch.Tensor, scales: torch.Tensor, table_packed: torch.Tensor, group_len: int,
+                   out_features: int, n_cols: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """``W'`` planar ``(out, 2 n_cols)`` in ``dtype``: ``[:, :n_cols]`` real parts, ``[:, n_cols:]`` imaginary."""
+    if not TRITON_AVAILABLE:
+        raise RuntimeError("lut_dequantize needs the `triton` package (pip install triton)")
+    w = torch.empty(out_features, 2 * n_cols, device=codes.device, dtype=dtype)
+    if out_features and n_cols:
+        grid = (triton.cdiv(out_features, 32), triton.cdiv(n_cols, 64))
+        _lut_dequant_kernel[grid](codes, table_packed, scales, w, out_features, n_cols, group_len,
+                                  BLOCK_N=32, BLOCK_K=64)
+    return w
+
+
+def planar_input(uv: torch.Tensor, n: int) -> torch.Tensor:
+    """``[w Re X | w Im X]`` float32 ``(M, 2 n_cols)`` (planar spectral input) from ``uv`` ``(M, n // 2 + 1, 2)``."""
+    n_cols = n // 2 if n % 2 == 0 else (n + 1) // 2
+    re = uv[:, :n_cols, 0] * 2.0
+    im = uv[:, :n_cols, 1] * 2.0
+    re[:, 0] = uv[:, 0, 0]
+    im[:, 0] = uv[:, n // 2, 0] if n % 2 == 0 else 0.0
+    return torch.cat((re, im), dim=1)
+
+
+def _dequant_linear(uv, n, n_cols, codes, scales, table_packed, group_len, out_features, t, lr_out, bias, out_dtype):
+    w = lut_dequantize(codes, scales, table_packed, group_len, out_features, n_cols, out_dtype)
+    y = torch.matmul(planar_input(uv, n).to(out_dtype), w.T)
+    if t is not None and t.shape[1]:
+        y = y + (t @ lr_out.T).to(out_dtype)
+    if bias is not None:
+        y = y + bias.to(out_dtype)
+    return y
+
+
+__all__ = ["TRITON_AVAILABLE", "DEQUANT_MIN_BATCH", "interpreting", "lut_dequantize", "lut_linear", "pack_table",
+           "planar_input"]
