@@ -1,55 +1,55 @@
 """llava-fa: Fourier-domain compression of LLaVA-style multimodal models, native to transformers.
 
-* :mod:`llava_fa.fourier`: the algorithm in plain torch (Algorithms 1-3 of the paper).
+* :mod:`llava_fa.fourier`: the algorithm in plain torch (Algorithms 1-3 of the paper); importing it
+  does not import transformers.
 * :mod:`llava_fa.modeling`: ``LlavaFAConfig``, ``LlavaFAForConditionalGeneration``, ``LlavaFAProcessor``.
 * :mod:`llava_fa.quantization`: ``FourierApproxConfig`` (``quant_method="fourier_approx"``),
   ``FourierLinear``, calibration and the compression report.
+* :mod:`llava_fa.testing`: tiny models and isolation helpers for tests (not public API).
 
-Importing the package registers the Auto classes and the quantization method with transformers.
+Names are imported lazily: ``import llava_fa`` is cheap, and the first access to a name from
+``modeling`` or ``quantization`` imports that subpackage, which registers the Auto classes and
+the quantization method with transformers.
 """
 
-from .fourier import PAPER_SETTINGS, Calibration, FourierApproximation, fourier_approximate
-from .modeling import (
-    LlavaFAConfig,
-    LlavaFAForConditionalGeneration,
-    LlavaFAModel,
-    LlavaFAProcessor,
-    build_tiny_llava_fa,
-    build_tiny_processor,
-    build_tiny_tokenizer,
-    save_tiny_llava_fa,
-)
-from .quantization import (
-    CompressionReport,
-    FourierApproxConfig,
-    FourierApproxHfQuantizer,
-    FourierLinear,
-    calibrate,
-    compression_report,
-    dequantize_model,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PAPER_SETTINGS",
-    "Calibration",
-    "CompressionReport",
-    "FourierApproxConfig",
-    "FourierApproxHfQuantizer",
-    "FourierApproximation",
-    "FourierLinear",
-    "LlavaFAConfig",
-    "LlavaFAForConditionalGeneration",
-    "LlavaFAModel",
-    "LlavaFAProcessor",
-    "__version__",
-    "build_tiny_llava_fa",
-    "build_tiny_processor",
-    "build_tiny_tokenizer",
-    "calibrate",
-    "compression_report",
-    "dequantize_model",
-    "fourier_approximate",
-    "save_tiny_llava_fa",
-]
+#: public name -> submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "PAPER_SETTINGS": "llava_fa.fourier",
+    "Calibration": "llava_fa.fourier",
+    "CompressionSettings": "llava_fa.fourier",
+    "FourierApproximation": "llava_fa.fourier",
+    "fourier_approximate": "llava_fa.fourier",
+    "LlavaFAConfig": "llava_fa.modeling",
+    "LlavaFAForConditionalGeneration": "llava_fa.modeling",
+    "LlavaFAModel": "llava_fa.modeling",
+    "LlavaFAProcessor": "llava_fa.modeling",
+    "CompressionReport": "llava_fa.quantization",
+    "FourierApproxConfig": "llava_fa.quantization",
+    "FourierApproxHfQuantizer": "llava_fa.quantization",
+    "FourierLinear": "llava_fa.quantization",
+    "calibrate": "llava_fa.quantization",
+    "compression_report": "llava_fa.quantization",
+    "dequantize_model": "llava_fa.quantization",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llava_fa' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -27,7 +27,7 @@ def gradient_image(width: int = 40, height: int = 30, seed: int = 0) -> Image.Im
 @pytest.fixture(scope="session")
 def tiny_model_and_processor():
     """(model, processor) of the "tiny" preset, seed 0, eval mode. Do not mutate the model in tests."""
-    from llava_fa.modeling import build_tiny_llava_fa
+    from llava_fa.testing import build_tiny_llava_fa
 
     return build_tiny_llava_fa(seed=0)
 
@@ -35,7 +35,7 @@ def tiny_model_and_processor():
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory):
     """A saved tiny LLaVA-FA folder (model + processor + remote code), seed 0."""
-    from llava_fa.modeling import save_tiny_llava_fa
+    from llava_fa.testing import save_tiny_llava_fa
 
     return save_tiny_llava_fa(tmp_path_factory.mktemp("tiny") / "tiny_llava_fa", seed=0)
 
@@ -60,7 +60,7 @@ MINILM_LAYER = "encoder.layer.0.intermediate.dense.weight"
 
 @pytest.fixture(scope="session")
 def minilm_weights():
-    from llava_fa.reference import minilm_linear_weights
+    from llava_fa.testing.minilm import minilm_linear_weights
 
     return minilm_linear_weights()
 
@@ -73,7 +73,7 @@ def minilm_weight(minilm_weights):
 @pytest.fixture(scope="session")
 def minilm_layer(minilm_weights):
     """(weight (1536, 384), calibration inputs, held-out inputs) of a real FFN layer."""
-    from llava_fa.reference import SENTENCES, minilm_linear_inputs
+    from llava_fa.testing.minilm import SENTENCES, minilm_linear_inputs
 
     cal = minilm_linear_inputs(SENTENCES[:8])[MINILM_LAYER]
     held_out = minilm_linear_inputs(SENTENCES[8:])[MINILM_LAYER]

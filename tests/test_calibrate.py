@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import json
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -15,7 +17,11 @@ from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM  # 
 
 from llava_fa.fourier import fourier_approximate  # noqa: E402
 from llava_fa.quantization import FourierApproxConfig, calibrate, is_fourier_linear  # noqa: E402
-from llava_fa.quantization.calibrate import calibration_for, power_to_columns  # noqa: E402
+from llava_fa.fourier.calibration import CalibrationFile, power_to_columns  # noqa: E402
+
+
+def calibration_for(path, name, shape, transform):
+    return CalibrationFile(path).for_module(name, shape, transform)
 
 
 def _tiny_qwen2():
@@ -34,7 +40,7 @@ def test_statistics_are_running_means_of_hooked_inputs(tmp_path):
     batches = _batches(0)
     captured = []
     handle = model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, a, o: captured.append(a[0]))
-    stats = calibrate(model, batches, tmp_path / "cal.safetensors")
+    stats = calibrate(model, batches, tmp_path / "cal.safetensors", power=True)
     handle.remove()
     x = torch.cat([c.reshape(-1, 64) for c in captured])
     power = torch.fft.rfft(x, dim=-1, norm="ortho").abs().square().mean(0)
@@ -44,6 +50,8 @@ def test_statistics_are_running_means_of_hooked_inputs(tmp_path):
     with safe_open(tmp_path / "cal.safetensors", "pt") as f:
         assert set(f.keys()) == set(stats) and f.metadata()["format"] == "llava_fa.calibration"
     assert [p.name for p in tmp_path.iterdir()] == ["cal.safetensors"]  # no temporary file left
+    default = calibrate(model, batches)  # the default statistics need no power spectra: none collected
+    assert not any(k.endswith(".power") for k in default) and "lm_head.channel" in default
 
 
 def test_fisher_collects_output_gradients(tmp_path):
@@ -72,7 +80,7 @@ def test_power_to_columns_matches_core_layout():
 
 def test_calibration_file_for_other_model_raises(tmp_path):
     model = _tiny_qwen2()
-    calibrate(model, _batches(0, 1), tmp_path / "cal.safetensors")
+    calibrate(model, _batches(0, 1), tmp_path / "cal.safetensors", fisher=False)
     with pytest.raises(ValueError, match="another model"):
         calibration_for(str(tmp_path / "cal.safetensors"), "model.layers.0.mlp.down_proj", (32, 128), "rfft")
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
@@ -104,8 +112,12 @@ def test_calibration_through_config_lowers_output_error_on_tiny_model(tmp_path):
                            torch.ones(32, dtype=torch.float16))  # channel scaling was used
     err_plain, err_cal = _output_error(model, plain, held_out), _output_error(model, calibrated, held_out)
     assert err_cal < err_plain, (err_cal, err_plain)
-    # the calibrated folder reloads identically (the statistics are baked into the stored tensors)
+    # the calibrated folder reloads identically (the statistics are baked into the stored tensors), and its
+    # config records the statistics file by content hash, never by its local path
     calibrated.save_pretrained(tmp_path / "q")
+    saved = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
+    assert saved["calibration"] is None and len(saved["calibration_sha256"]) == 64
+    assert str(tmp_path) not in (tmp_path / "q" / "config.json").read_text()
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "q")
     with torch.no_grad():
         assert torch.equal(again(**held_out[0]).logits, calibrated(**held_out[0]).logits)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llava_fa.fourier import Calibration, fourier_approximate
+from llava_fa.fourier import Calibration, CompressionSettings, fourier_approximate
 from llava_fa.quantization import FourierLinear, fourier_layout, is_fourier_linear
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -40,8 +42,9 @@ def test_forward_with_channel_scale_matches_core():
     assert approx.input_scale is not None
     layer = FourierLinear.from_approximation(approx)
     assert torch.equal(layer.dense_weight(), approx.reconstruct())
-    assert layer.nbits() > FourierLinear.from_approximation(fourier_approximate(w, rank=2, amplitude_bits=3,
-                                                                                phase_bits=4)).nbits()
+    # the input scale is stored (ones without calibration), so both layers take the same bits
+    assert layer.nbits() == FourierLinear.from_approximation(fourier_approximate(w, rank=2, amplitude_bits=3,
+                                                                                 phase_bits=4)).nbits()
 
 
 @pytest.mark.parametrize("group_size,codebook,bits", [(16, "uniform", (4, 4)), (None, "lloyd", (3, 5)), (7, "uniform", (2, 3)), (16, "vq", (3, 5))])
@@ -50,8 +53,8 @@ def test_layout_is_what_the_core_stores(group_size, codebook, bits):
     w = torch.randn(20, 33)
     approx = fourier_approximate(w, rank=3, amplitude_bits=bits[0], phase_bits=bits[1], group_size=group_size,
                                  codebook=codebook)
-    layout = fourier_layout(20, 33, rank=3, amplitude_bits=bits[0], phase_bits=bits[1], group_size=group_size,
-                            transform="rfft", codebook=codebook)
+    layout = fourier_layout(20, 33, CompressionSettings(rank=3, amplitude_bits=bits[0], phase_bits=bits[1],
+                                                        group_size=group_size, transform="rfft", codebook=codebook))
     tensors = FourierLinear.tensors_from_approximation(approx)
     assert set(tensors) == set(layout)
     for name, (shape, dtype) in layout.items():
@@ -71,13 +74,13 @@ def test_state_dict_has_no_dense_weight_and_factors_are_trainable():
     sd = layer.state_dict()
     assert "weight" not in sd
     assert sd["codes"].dtype == torch.uint8 and sd["codes"].dim() == 1
-    assert sd["lora_l1"].shape == (24, 4, 2) and sd["lora_l1"].dtype == torch.float32
+    assert sd["lowrank_l1"].shape == (24, 4, 2) and sd["lowrank_l1"].dtype == torch.float32
     params = {n for n, p in layer.named_parameters() if p.requires_grad}
-    assert params == {"lora_l1", "lora_l2", "bias"}
+    assert params == {"lowrank_l1", "lowrank_l2", "bias"}
     x = torch.randn(4, 40)
     layer(x).square().sum().backward()
-    assert layer.lora_l1.grad is not None and layer.lora_l1.grad.abs().sum() > 0
-    assert layer.lora_l2.grad is not None and layer.lora_l2.grad.abs().sum() > 0
+    assert layer.lowrank_l1.grad is not None and layer.lowrank_l1.grad.abs().sum() > 0
+    assert layer.lowrank_l2.grad is not None and layer.lowrank_l2.grad.abs().sum() > 0
     codes_before = layer.codes.clone()
     torch.optim.AdamW(layer.parameters(), lr=1e-2).step()
     assert torch.equal(layer.codes, codes_before)
@@ -121,19 +124,20 @@ def test_dequantize_gives_linear_and_repr():
 def test_load_compressed_rejects_wrong_shapes():
     _, approx = _approx()
     layer = FourierLinear(40, 24, bias=False, rank=5, amplitude_bits=4, phase_bits=4, group_size=16)
-    with pytest.raises(ValueError, match="lora_l1"):
+    with pytest.raises(ValueError, match="lowrank_l1"):
         layer.load_compressed(FourierLinear.tensors_from_approximation(approx))
 
 
 def test_accounting():
     _, approx = _approx()
     layer = FourierLinear.from_approximation(approx)
-    assert layer.nbits() == approx.nbits  # factors at their 16-bit storage dtype, as the core counts
+    # bits = 8 x bytes on disk: the core's count + the stored ones-input-scale (16 bits x in) + the error scalar
+    assert layer.nbits() == 8 * layer.stored_bytes() == approx.nbits + 16 * 40 + 32
     # saved bytes: the float32 factor parameters are written in their float16 factor dtype
     tensors = FourierLinear.tensors_from_approximation(approx)
-    assert layer.stored_bytes() == sum(t.numel() * (2 if n.startswith("lora_") else t.element_size())
+    assert layer.stored_bytes() == sum(t.numel() * (2 if n.startswith("lowrank_") else t.element_size())
                                        for n, t in tensors.items())
-    assert layer.saved_tensors()["lora_l1"].dtype == torch.float16 and layer.lora_l1.dtype == torch.float32
+    assert layer.saved_tensors()["lowrank_l1"].dtype == torch.float16 and layer.lowrank_l1.dtype == torch.float32
 
 
 @cuda
@@ -141,7 +145,7 @@ def test_accounting():
 def test_cuda_forward_matches_cpu(dtype):
     w, approx = _approx(device="cuda")
     layer = FourierLinear.from_approximation(approx, bias=torch.randn(24, device="cuda"))
-    assert layer.codes.is_cuda and layer.lora_l1.is_cuda
+    assert layer.codes.is_cuda and layer.lowrank_l1.is_cuda
     x = torch.randn(2, 40, device="cuda").to(dtype)
     y = layer(x)
     assert y.is_cuda and y.dtype == dtype
@@ -155,4 +159,33 @@ def test_vq_codebook_forward_matches_core_and_stores_table():
     assert layer.table.shape == (256, 2) and layer.table.dtype == torch.float16
     assert "table" in layer.state_dict()
     assert torch.equal(layer.dense_weight(), approx.reconstruct())
-    assert layer.nbits() == approx.quant.nbits() + (layer.lora_l1.numel() + layer.lora_l2.numel()) * 16
+    assert "levels" not in layer.state_dict()  # the VQ table replaces the amplitude levels
+    assert layer.nbits() == approx.quant.nbits() + (layer.lowrank_l1.numel() + layer.lowrank_l2.numel()) * 16 \
+        + 16 * 40 + 32
+
+
+def test_dtype_casts_keep_codes_and_float32_factors():
+    _, approx = _approx()
+    layer = FourierLinear.from_approximation(approx, bias=torch.randn(24))
+    before = {k: v.clone() for k, v in layer.state_dict().items()}
+    factor = layer.lowrank_l1
+    layer.to(torch.bfloat16)
+    assert layer.bias.dtype == torch.bfloat16 and layer.lowrank_l1 is factor  # same Parameter object
+    for name in layer.stored_names:
+        assert getattr(layer, name).dtype == before[name].dtype and torch.equal(getattr(layer, name), before[name])
+    y = layer(torch.randn(2, 40, dtype=torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    layer.half().float()
+    assert torch.equal(layer.scales, before["scales"]) and layer.lowrank_l2.dtype == torch.float32
+
+
+def test_saving_trained_factors_warns_when_rounded():
+    _, approx = _approx()
+    layer = FourierLinear.from_approximation(approx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer.saved_tensors()  # untrained: the factors are exact in float16, no warning
+    with torch.no_grad():
+        layer.lowrank_l1.add_(1e-4 * torch.randn_like(layer.lowrank_l1))
+    with pytest.warns(UserWarning, match="rounds trained factor 'lowrank_l1'.*factor_dtype='float32'"):
+        layer.saved_tensors()

@@ -15,7 +15,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from llava_fa.modeling import LlavaFAConfig, LlavaFAForConditionalGeneration, build_tiny_llava_fa
+from llava_fa.modeling import LlavaFAConfig, LlavaFAForConditionalGeneration
+from llava_fa.testing import build_tiny_llava_fa
 
 IMG = 3  # tiny image token id
 

@@ -15,9 +15,8 @@ from llava_fa.modeling import (
     LlavaFAConfig,
     LlavaFAProcessor,
     build_image_processor,
-    build_tiny_processor,
-    build_tiny_tokenizer,
 )
+from llava_fa.testing import build_tiny_processor, build_tiny_tokenizer
 
 IMG = 3
 

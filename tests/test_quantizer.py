@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from llava_fa.modeling.isolation import run_without_package  # noqa: E402
+from llava_fa.testing.isolation import run_without_package  # noqa: E402
 from llava_fa.quantization import (  # noqa: E402
     FourierApproxConfig,
     compression_report,
@@ -107,11 +107,11 @@ def test_qwen2_save_reload_identical(qwen2):
         if is_fourier_linear(module):
             assert f"{name}.weight" not in saved  # never a dense weight for a converted module
             # factors are saved in factor_dtype (float16 by default), trained as float32 parameters
-            assert saved[f"{name}.codes"] == "U8" and saved[f"{name}.lora_l1"] == "F16"
+            assert saved[f"{name}.codes"] == "U8" and saved[f"{name}.lowrank_l1"] == "F16"
     assert json.loads((folder / "config.json").read_text())["quantization_config"]["quant_method"] == "fourier_approx"
     again = AutoModelForCausalLM.from_pretrained(folder)
     assert sum(is_fourier_linear(m) for m in again.modules()) == 14
-    factor = again.model.layers[0].mlp.up_proj.lora_l1
+    factor = again.model.layers[0].mlp.up_proj.lowrank_l1
     assert factor.dtype == torch.float32 and factor.requires_grad
     with torch.no_grad():
         assert torch.equal(again(ids).logits, quant(ids).logits)
@@ -218,7 +218,7 @@ def test_quantized_checkpoint_with_wrong_config_fails_cleanly(qwen2, tmp_path):
     config = json.loads((bad / "config.json").read_text())
     config["quantization_config"]["rank"] = 6
     (bad / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"lora_l1: checkpoint \(\d+, 8, 2\) vs expected \(\d+, 6, 2\)"):
+    with pytest.raises(ValueError, match=r"lowrank_l1: checkpoint \(\d+, 8, 2\) vs expected \(\d+, 6, 2\)"):
         AutoModelForCausalLM.from_pretrained(bad)
 
 
@@ -259,7 +259,8 @@ llava = pytest.importorskip("llava_fa.modeling", reason="LLaVA-FA modeling not a
 
 @pytest.fixture(scope="module")
 def llava_quant(tmp_path_factory):
-    from llava_fa.modeling import LlavaFAForConditionalGeneration, save_tiny_llava_fa
+    from llava_fa.modeling import LlavaFAForConditionalGeneration
+    from llava_fa.testing import save_tiny_llava_fa
 
     root = tmp_path_factory.mktemp("llava")
     src = save_tiny_llava_fa(root / "src", seed=0)
@@ -334,9 +335,9 @@ def test_llava_fa_checkpoint_with_wrong_config_fails_cleanly(llava_quant, tmp_pa
     config["quantization_config"]["rank"] = QCFG["rank"] + 2
     (bad / "config.json").write_text(json.dumps(config))
     # Llava saves `language_model.model.*` keys; the check must see through transformers' renaming.
-    n_converted = 2 * sum(is_fourier_linear(m) for m in llava_quant[1].modules())  # lora_l1 and lora_l2 each
+    n_converted = 2 * sum(is_fourier_linear(m) for m in llava_quant[1].modules())  # lowrank_l1 and lowrank_l2 each
     with pytest.raises(ValueError, match=rf"{n_converted} tensor\(s\) do not match.*model\.vision_tower\.encoder"
-                                         r"\.layers\.0\.self_attn\.k_proj\.lora_l1: checkpoint \(32, 8, 2\) vs "
+                                         r"\.layers\.0\.self_attn\.k_proj\.lowrank_l1: checkpoint \(32, 8, 2\) vs "
                                          r"expected \(32, 10, 2\)"):
         LlavaFAForConditionalGeneration.from_pretrained(bad)
 

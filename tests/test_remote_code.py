@@ -11,7 +11,7 @@ import torch
 from conftest import gradient_image
 
 from llava_fa.modeling import remote_code
-from llava_fa.modeling.isolation import run_without_package
+from llava_fa.testing.isolation import run_without_package
 from llava_fa.modeling.remote_code import flatten_source, write_remote_code
 
 SHIPPED = {"configuration_llava_fa.py", "modeling_llava_fa.py", "processing_llava_fa.py", "remote_code.py"}

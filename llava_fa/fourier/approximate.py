@@ -19,19 +19,10 @@ from typing import Any, Optional, Union
 import torch
 
 from .calibration import Calibration, amplitude_scale, channel_scale
-from .polar_quant import Codebook, PolarCodes, check_polar_options, polar_quantize
-from .svd import SVD_METHODS, SvdMethod, fourier_svd
-from .transform import (
-    Transform,
-    check_transform,
-    from_spectrum,
-    spectrum_columns,
-    spectrum_weights,
-    synthesis_matrix,
-    to_spectrum,
-)
-
-FACTOR_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
+from .polar_quant import PolarCodes, polar_quantize
+from .settings import CompressionSettings, check_rank_fits
+from .svd import fourier_svd
+from .transform import Transform, from_spectrum, spectrum_columns, spectrum_weights, synthesize_rows, to_spectrum
 
 #: The paper's PolarQuant as printed: 2-D rfft, one amplitude scale per matrix,
 #: uniform amplitude grid, amplitude quantised independently of the phase.
@@ -133,102 +124,91 @@ def lowrank_to_real(
     a = l1.to(torch.complex64)
     if transform == "rfft2":
         a = torch.fft.ifft(a, dim=0, norm="ortho")
-    b = l2.to(torch.complex64) @ synthesis_matrix(n, transform, device=l2.device)
-    return torch.cat([a.real, -a.imag], dim=1), torch.cat([b.real, b.imag], dim=0)
+    b_real, b_imag = synthesize_rows(l2, n, transform)
+    return torch.cat([a.real, -a.imag], dim=1), torch.cat([b_real, b_imag], dim=0)
 
 
 def fourier_approximate(
     weight: torch.Tensor,
+    settings: Optional[CompressionSettings] = None,
     *,
-    rank: int,
-    amplitude_bits: int,
-    phase_bits: int,
-    group_size: Optional[int] = 64,
-    transform: Transform = "rfft",
     calibration: Union[None, Calibration, torch.Tensor] = None,
-    max_iters: int = 5,
-    svd_method: SvdMethod = "randomized",
-    codebook: Codebook = "lloyd",
-    phase_aware: bool = True,
-    factor_dtype: torch.dtype = torch.float16,
-    scale_dtype: torch.dtype = torch.float16,
-    seed: int = 0,
+    **fields: Any,
 ) -> FourierApproximation:
     """Compress a real 2-D ``weight`` (any float dtype, any device) with Algorithm 1.
 
     Args:
         weight: real ``(m, n)`` matrix (``out_features x in_features`` for a Linear).
-        rank: complex rank of the low-rank factors, ``0 <= rank <= min(m, n_cols)``.
-        amplitude_bits, phase_bits: PolarQuant bit widths, 1..8 each.
-        group_size: complex coefficients per amplitude scale; ``None``: one per matrix (paper).
-        transform: ``"rfft"`` (1-D along inputs, packed) or ``"rfft2"`` (paper).
+        settings: the compression settings (default: ``CompressionSettings()``); keyword `fields`
+            (``rank=8``, ``codebook="vq"``, ... see :class:`CompressionSettings`) override them.
         calibration: ``None``, a :class:`Calibration` (spectral ``row``/``col`` weights and/or
             spatial ``channel`` input power) or the paper's ``(m, n_cols)`` matrix ``C``.
-        max_iters: at most this many FourierSVD/PolarQuant rounds (the best is kept).
-        svd_method: ``"randomized"`` (seeded; default: same error, 1.6-3.7x faster on an H200) or ``"exact"``.
-        codebook: ``"lloyd"`` (default: fitted amplitude levels), ``"uniform"`` (paper) or ``"vq"``
-            (2-D code points: lowest error, slower); see :mod:`.polar_quant`.
-        phase_aware: quantise the amplitude projected on the chosen phase (paper: False).
-        factor_dtype: storage dtype of the factors' real/imaginary parts (counted in bits).
-        scale_dtype: storage dtype of the amplitude scales.
-        seed: seed of the randomized SVD.
+
+    Raises ``TypeError`` / ``ValueError`` naming the argument or field that is wrong.
     """
     _validate_weight(weight)
+    if settings is not None and not isinstance(settings, CompressionSettings):
+        raise TypeError(f"settings must be a CompressionSettings, got {type(settings).__name__}")
+    settings = (settings or CompressionSettings()).replace(**fields)
     m, n = weight.shape
-    check_transform(transform)
-    cols = spectrum_columns(n, transform)
-    _validate_options(rank, amplitude_bits, phase_bits, group_size, max_iters, svd_method, codebook, factor_dtype, m, cols)
-    calib = _as_calibration(calibration, m, cols, n)
-
-    w = weight.detach().to(torch.float32)
-    row_w, col_w, channel_w = (
-        (None, None, None)
-        if calib is None
-        else tuple(None if v is None else v.to(w.device, torch.float32) for v in (calib.row, calib.col, calib.channel))
+    cols = spectrum_columns(n, settings.transform)
+    check_rank_fits(settings.rank, m, cols)
+    problem = _Problem(weight, settings, _as_calibration(calibration, m, cols, n))
+    err, quant, l1, l2, history = _alternate(problem, settings)
+    return FourierApproximation(
+        shape=(m, n), dtype=weight.dtype, transform=settings.transform, rank=settings.rank, quant=quant, l1=l1, l2=l2,
+        factor_dtype=settings.factor_dtype, error=err, weighted=problem.calibrated, history=history,
+        input_scale=None if problem.input_scale is None else problem.input_scale.to(torch.float16),
     )
-    input_scale = None if channel_w is None else channel_scale(channel_w, calib.channel_alpha)
-    spec = to_spectrum(w if input_scale is None else w * input_scale.unsqueeze(0), transform)
-    half_weights = spectrum_weights(n, transform, device=w.device)
-    row_scale = amplitude_scale(row_w)
-    col_scale = amplitude_scale(half_weights if col_w is None else half_weights * col_w)
-    error_of = _ErrorMeter(w, transform, row_w, col_w, channel_w)
 
-    def to_weight(approx_spec: torch.Tensor) -> torch.Tensor:
-        dense = from_spectrum(approx_spec, n, transform)
-        return dense if input_scale is None else dense / input_scale.unsqueeze(0)
 
-    quant_kwargs = dict(group_size=group_size, codebook=codebook, phase_aware=phase_aware, scale_dtype=scale_dtype)
+class _Problem:
+    """The weighted spectrum to approximate and how to measure a candidate (Algorithm 1's fixed inputs)."""
+
+    def __init__(self, weight: torch.Tensor, settings: CompressionSettings, calib: Optional[Calibration]):
+        w = weight.detach().to(torch.float32)
+        self.n, self.transform, self.calibrated = w.shape[1], settings.transform, calib is not None
+        row_w, col_w, channel_w = (None, None, None) if calib is None else (
+            None if v is None else v.to(w.device, torch.float32) for v in (calib.row, calib.col, calib.channel))
+        self.input_scale = None if channel_w is None else channel_scale(channel_w, calib.channel_alpha)
+        self.spec = to_spectrum(w if self.input_scale is None else w * self.input_scale.unsqueeze(0), self.transform)
+        half_weights = spectrum_weights(self.n, self.transform, device=w.device)
+        self.row_scale = amplitude_scale(row_w)
+        self.col_scale = amplitude_scale(half_weights if col_w is None else half_weights * col_w)
+        self.error_of = _ErrorMeter(w, self.transform, row_w, col_w, channel_w)
+
+    def error(self, approx_spec: torch.Tensor) -> float:
+        """Relative (calibration-weighted) spatial error of the weight rebuilt from `approx_spec`."""
+        dense = from_spectrum(approx_spec, self.n, self.transform)
+        return self.error_of(dense if self.input_scale is None else dense / self.input_scale.unsqueeze(0))
+
+
+def _alternate(
+    problem: _Problem, settings: CompressionSettings
+) -> tuple[float, PolarCodes, torch.Tensor, torch.Tensor, list[float]]:
+    """Alternate FourierSVD and PolarQuant from ``Q~ = 0``; stop when the error rises; return the best iterate."""
+    spec, rank = problem.spec, settings.rank
+    quant_kwargs = dict(group_size=settings.group_size, codebook=settings.codebook, phase_aware=settings.phase_aware,
+                        scale_dtype=settings.scale_dtype)
     q_spec = torch.zeros_like(spec)
     best: Optional[tuple[float, PolarCodes, torch.Tensor, torch.Tensor]] = None
     history: list[float] = []
-    for step in range(max_iters if rank > 0 else 1):
-        l1, l2 = fourier_svd(spec - q_spec, rank, row_scale, col_scale, method=svd_method, seed=seed + step)
-        l1, l2 = _round_factor(l1, factor_dtype), _round_factor(l2, factor_dtype)
+    for step in range(settings.max_iters if rank > 0 else 1):
+        l1, l2 = fourier_svd(spec - q_spec, rank, problem.row_scale, problem.col_scale, method=settings.svd_method,
+                             seed=settings.seed + step)
+        l1, l2 = _round_factor(l1, settings.factor_dtype), _round_factor(l2, settings.factor_dtype)
         low = l1 @ l2 if rank else torch.zeros_like(spec)
         warm = None if best is None else best[1].table  # VQ: start from the best table so far
-        quant = polar_quantize(spec - low, amplitude_bits, phase_bits, init_table=warm, **quant_kwargs)
+        quant = polar_quantize(spec - low, settings.amplitude_bits, settings.phase_bits, init_table=warm,
+                               **quant_kwargs)
         q_spec = quant.dequantize()
-        err = error_of(to_weight(q_spec + low))
+        err = problem.error(q_spec + low)
         history.append(err)
         if best is not None and err > best[0]:
             break
         best = (err, quant, l1, l2)
     assert best is not None
-    err, quant, l1, l2 = best
-    return FourierApproximation(
-        shape=(m, n),
-        dtype=weight.dtype,
-        transform=transform,
-        rank=rank,
-        quant=quant,
-        l1=l1,
-        l2=l2,
-        factor_dtype=factor_dtype,
-        error=err,
-        weighted=calib is not None,
-        history=history,
-        input_scale=None if input_scale is None else input_scale.to(torch.float16),
-    )
+    return (*best, history)
 
 
 class _ErrorMeter:
@@ -284,33 +264,6 @@ def _validate_weight(weight: Any) -> None:
         raise ValueError(f"weight of shape {tuple(weight.shape)} is too small to compress")
     if not torch.isfinite(weight).all():
         raise ValueError("weight contains NaN or Inf; fix the checkpoint before compressing")
-
-
-def _validate_options(
-    rank: Any,
-    amplitude_bits: Any,
-    phase_bits: Any,
-    group_size: Any,
-    max_iters: Any,
-    svd_method: Any,
-    codebook: Any,
-    factor_dtype: Any,
-    m: int,
-    cols: int,
-) -> None:
-    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
-        raise ValueError(f"rank must be a non-negative integer, got {rank!r}")
-    if rank > min(m, cols):
-        raise ValueError(f"rank={rank} exceeds the largest rank of the {m} x {cols} spectrum ({min(m, cols)})")
-    check_polar_options(amplitude_bits, phase_bits, codebook)
-    if group_size is not None and (not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 1):
-        raise ValueError(f"group_size must be a positive integer or None (one scale per matrix), got {group_size!r}")
-    if not isinstance(max_iters, int) or max_iters < 1:
-        raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
-    if svd_method not in SVD_METHODS:
-        raise ValueError(f"svd_method={svd_method!r} is not supported; use one of {SVD_METHODS}")
-    if factor_dtype not in FACTOR_DTYPES:
-        raise ValueError(f"factor_dtype must be one of {FACTOR_DTYPES}, got {factor_dtype!r}")
 
 
 def _as_calibration(calibration: Any, m: int, cols: int, n: int) -> Optional[Calibration]:

@@ -39,10 +39,10 @@ from typing import Literal, Optional
 
 import torch
 
-from .packing import pack_codes, packed_nbytes, unpack_codes
+from .packing import pack_codes, unpack_codes
+from .settings import check_fields
 
 Codebook = Literal["uniform", "lloyd", "vq"]
-CODEBOOKS: tuple[str, ...] = ("uniform", "lloyd", "vq")
 LLOYD_ITERS = 20
 VQ_ITERS = 15
 #: k-means rounds when starting from a previous table (Algorithm 1 re-quantises a similar residual).
@@ -60,22 +60,23 @@ class PolarCodes:
     Attributes:
         codes: uint8, packed joint codes of ``n_groups * group_len`` coefficients.
         scales: ``(n_groups,)`` per-group amplitude scale (``scale_dtype``).
-        levels: ``(2^amplitude_bits,)`` float normalised amplitude levels in [0, 1].
+        levels: ``"lloyd"`` only: float16 ``(2^amplitude_bits,)`` fitted normalised amplitude levels in [0, 1]
+            (``None`` otherwise: ``"uniform"`` levels are implied by the bit width).
         amplitude_bits, phase_bits: bit widths (1..8 each).
         group_size: coefficients per scale, ``None`` for one scale per matrix.
         shape: ``(rows, cols)`` of the quantised matrix.
-        codebook: ``"uniform"`` (levels implied by the bit width, not stored), ``"lloyd"`` or ``"vq"``.
+        codebook: ``"uniform"``, ``"lloyd"`` or ``"vq"``.
         table: for ``"vq"`` only, float16 ``(2^(b_r+b_theta), 2)`` normalised points (real, imag).
     """
 
     codes: torch.Tensor
     scales: torch.Tensor
-    levels: torch.Tensor
     amplitude_bits: int
     phase_bits: int
     group_size: Optional[int]
     shape: tuple[int, int]
     codebook: str = "uniform"
+    levels: Optional[torch.Tensor] = None
     table: Optional[torch.Tensor] = None
 
     @property
@@ -94,7 +95,8 @@ class PolarCodes:
         """Complex64 ``(2^(b_r+b_theta),)`` table: entry ``code`` is ``level * e^{i theta}`` (or the VQ point)."""
         if self.table is not None:
             return torch.view_as_complex(self.table.float().contiguous())
-        return polar_lookup_table(self.levels.float(), self.phase_bits)
+        levels = uniform_levels(self.amplitude_bits, self.codes.device) if self.levels is None else self.levels
+        return polar_lookup_table(levels.float(), self.phase_bits)
 
     def dequantize(self) -> torch.Tensor:
         """Complex64 ``(rows, cols)`` matrix the codes stand for."""
@@ -105,22 +107,9 @@ class PolarCodes:
         return values.reshape(-1)[: rows * cols].view(rows, cols)
 
     def nbits(self) -> int:
-        """Bits stored: packed codes, scales and (for ``"lloyd"``) the amplitude levels."""
-        bits = self.codes.numel() * 8 + self.scales.numel() * self.scales.element_size() * 8
-        if self.codebook == "lloyd":
-            bits += self.levels.numel() * self.levels.element_size() * 8
-        if self.table is not None:
-            bits += self.table.numel() * self.table.element_size() * 8
-        return bits
-
-
-def check_polar_options(amplitude_bits: object, phase_bits: object, codebook: object) -> None:
-    """Raise ``ValueError`` naming the argument if a bit width is not an integer in 1..8 or the codebook is unknown."""
-    for name, bits in (("amplitude_bits", amplitude_bits), ("phase_bits", phase_bits)):
-        if not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 8:
-            raise ValueError(f"{name} must be an integer in 1..8, got {bits!r}")
-    if codebook not in CODEBOOKS:
-        raise ValueError(f"codebook={codebook!r} is not supported; use one of {CODEBOOKS}")
+        """Bits stored: packed codes, scales, and the fitted levels or VQ table where there is one."""
+        stored = [self.codes, self.scales, self.levels, self.table]
+        return sum(t.numel() * t.element_size() * 8 for t in stored if t is not None)
 
 
 def polar_lookup_table(levels: torch.Tensor, phase_bits: int) -> torch.Tensor:
@@ -154,45 +143,46 @@ def polar_quantize(
     """
     if z.dim() != 2 or not z.is_complex():
         raise ValueError(f"polar_quantize expects a 2-D complex matrix, got shape {tuple(z.shape)} dtype {z.dtype}")
-    check_polar_options(amplitude_bits, phase_bits, codebook)
+    check_fields({"amplitude_bits": amplitude_bits, "phase_bits": phase_bits, "codebook": codebook})
+    groups, shape = _grouped(z, group_size)
+    amplitude = groups.abs()
+    if codebook == "vq":
+        scales = _group_scales(amplitude, scale_dtype)
+        return _vq_quantize(groups, scales, amplitude_bits, phase_bits, group_size, shape, init_table)
+    q_theta, miss = _phase_codes(groups, phase_bits)
+    if phase_aware:
+        amplitude = amplitude * torch.cos(miss)
+    scales = _group_scales(amplitude, scale_dtype)
+    unit_amp = amplitude / scales.float().unsqueeze(1)
+    levels = uniform_levels(amplitude_bits, z.device)
+    stored_levels = None
+    if codebook == "lloyd":
+        stored_levels = _lloyd_levels(unit_amp, scales.float().square().unsqueeze(1), levels).to(torch.float16)
+        levels = stored_levels.float()
+    q_r = _nearest_level(unit_amp, levels)
+    codes = pack_codes(((q_r << phase_bits) | q_theta).reshape(-1), amplitude_bits + phase_bits)
+    return PolarCodes(codes=codes, scales=scales, levels=stored_levels, amplitude_bits=amplitude_bits,
+                      phase_bits=phase_bits, group_size=group_size, shape=shape, codebook=codebook)
+
+
+def _grouped(z: torch.Tensor, group_size: Optional[int]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Complex64 ``(n_groups, group_len)`` row-major groups of ``z`` (last one zero-padded) and ``z``'s shape."""
     rows, cols = z.shape
     count = rows * cols
     group_len = count if group_size is None else int(group_size)
     n_groups = math.ceil(count / group_len)
     flat = torch.nn.functional.pad(z.to(torch.complex64).reshape(-1), (0, n_groups * group_len - count))
-    groups = flat.view(n_groups, group_len)
+    return flat.view(n_groups, group_len), (rows, cols)
 
+
+def _phase_codes(groups: torch.Tensor, phase_bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform phase codes (int64; ``+pi`` wraps to code 0) and the signed phase miss in ``[-pi, pi)``."""
     n_phase = 1 << phase_bits
     dtheta = 2 * math.pi / n_phase
     theta = torch.angle(groups)
     q_theta = torch.round((theta + math.pi) / dtheta).to(torch.int64) % n_phase
-    amplitude = groups.abs()
-    if codebook == "vq":
-        scales = _group_scales(amplitude, scale_dtype)
-        return _vq_quantize(groups, scales, amplitude_bits, phase_bits, group_size, (rows, cols), init_table)
-    if phase_aware:
-        miss = torch.remainder(theta - (q_theta.to(torch.float32) * dtheta - math.pi) + math.pi, 2 * math.pi) - math.pi
-        amplitude = amplitude * torch.cos(miss)
-
-    scales = _group_scales(amplitude, scale_dtype)
-    unit_amp = amplitude / scales.float().unsqueeze(1)
-    levels = uniform_levels(amplitude_bits, z.device)
-    if codebook == "lloyd":
-        levels = _lloyd_levels(unit_amp, scales.float().square().unsqueeze(1), levels).to(torch.float16)
-    q_r = _nearest_level(unit_amp, levels.float())
-    joint = (q_r << phase_bits) | q_theta
-    codes = pack_codes(joint.reshape(-1), amplitude_bits + phase_bits)
-    assert codes.numel() == packed_nbytes(n_groups * group_len, amplitude_bits + phase_bits)
-    return PolarCodes(
-        codes=codes,
-        scales=scales,
-        levels=levels,
-        amplitude_bits=amplitude_bits,
-        phase_bits=phase_bits,
-        group_size=group_size,
-        shape=(rows, cols),
-        codebook=codebook,
-    )
+    miss = torch.remainder(theta - (q_theta.to(torch.float32) * dtheta - math.pi) + math.pi, 2 * math.pi) - math.pi
+    return q_theta, miss
 
 
 def _group_scales(amplitude: torch.Tensor, scale_dtype: torch.dtype) -> torch.Tensor:
@@ -244,7 +234,6 @@ def _vq_quantize(
     return PolarCodes(
         codes=codes,
         scales=scales,
-        levels=init_levels,
         amplitude_bits=amplitude_bits,
         phase_bits=phase_bits,
         group_size=group_size,

@@ -17,8 +17,9 @@ from typing import Literal, Optional
 
 import torch
 
+from .settings import check_field
+
 SvdMethod = Literal["exact", "randomized"]
-SVD_METHODS: tuple[str, ...] = ("exact", "randomized")
 
 
 def fourier_svd(
@@ -33,8 +34,7 @@ def fourier_svd(
     seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank-``rank`` complex64 factors ``(L1 (m, r), L2 (r, k))`` of a complex ``(m, k)`` residual."""
-    if method not in SVD_METHODS:
-        raise ValueError(f"svd_method={method!r} is not supported; use one of {SVD_METHODS}")
+    check_field("svd_method", method)
     m, k = residual.shape
     r = residual.to(torch.complex64)
     if rank == 0:

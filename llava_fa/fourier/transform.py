@@ -25,14 +25,14 @@ from typing import Literal
 
 import torch
 
+from .settings import check_field
+
 Transform = Literal["rfft", "rfft2"]
-TRANSFORMS: tuple[str, ...] = ("rfft", "rfft2")
 
 
 def check_transform(transform: str) -> None:
-    """Raise ``ValueError`` naming the valid choices if ``transform`` is unknown."""
-    if transform not in TRANSFORMS:
-        raise ValueError(f"transform={transform!r} is not supported; use one of {TRANSFORMS}")
+    """Raise ``ValueError`` (``TypeError`` for a non-string) naming the valid choices if ``transform`` is unknown."""
+    check_field("transform", transform)
 
 
 def spectrum_columns(n: int, transform: Transform) -> int:
@@ -84,22 +84,20 @@ def from_spectrum(spectrum: torch.Tensor, n: int, transform: Transform) -> torch
     return torch.fft.irfft(full, n=n, dim=-1, norm="ortho")
 
 
-def synthesis_matrix(n: int, transform: Transform, device: torch.device | str | None = None) -> torch.Tensor:
-    """Complex ``(n_cols, n)`` matrix ``G`` with ``from_spectrum(S) = Re(S @ G)`` for 1-D ``"rfft"``.
+def synthesize_rows(rows: torch.Tensor, n: int, transform: Transform) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real and imaginary parts of ``rows @ G`` (float32 ``(k, n)`` each) for complex ``rows`` ``(k, n_cols)``.
 
-    For ``"rfft2"`` the same ``G`` applies after an inverse FFT along rows:
-    ``from_spectrum(S) = Re(ifft(S, dim=0, norm="ortho") @ G)``.
+    ``G`` is the row synthesis: for ``"rfft"`` ``from_spectrum(S) = Re(S @ G)``; for ``"rfft2"`` it is the
+    inverse rfft along the input dimension (apply the inverse FFT along rows separately). ``G`` itself
+    (an ``n_cols x n`` complex matrix) is never built: ``Re(z G) = g(z)`` and ``Im(z G) = g(-i z)`` for the
+    real-linear synthesis ``g``.
     """
-    cols = spectrum_columns(n, transform)
-    eye = torch.eye(cols, dtype=torch.complex64, device=device)
-    one_d = "rfft" if transform == "rfft" else "rfft2_rows"
-    real_part = _row_synthesis(eye, n, one_d)
-    imag_part = _row_synthesis(1j * eye, n, one_d)
-    # Re(z G) = Re(z) Re(G) - Im(z) Im(G): unit inputs give Re(G) and -Im(G).
-    return torch.complex(real_part, -imag_part)
+    check_transform(transform)
+    z = rows.to(torch.complex64)
 
+    def synth(s: torch.Tensor) -> torch.Tensor:
+        if transform == "rfft":
+            return from_spectrum(s, n, "rfft")
+        return torch.fft.irfft(s, n=n, dim=-1, norm="ortho")
 
-def _row_synthesis(s: torch.Tensor, n: int, kind: str) -> torch.Tensor:
-    if kind == "rfft":
-        return from_spectrum(s, n, "rfft")
-    return torch.fft.irfft(s, n=n, dim=-1, norm="ortho")
+    return synth(z), synth(-1j * z)

@@ -19,10 +19,7 @@ from transformers.activations import ACT2FN
 from transformers.configuration_utils import SubConfigSpec
 from transformers.models.llava.configuration_llava import LlavaConfig
 
-from llava_fa.quantization.fourier_quantizer import register_fourier_approx
-from .remote_code import ShipsRemoteCode
-
-register_fourier_approx()  # quant_method="fourier_approx" must be known before a quantized folder loads
+from llava_fa.shipping import ShipsRemoteCode
 
 # Qwen2.5's tokenizer holds 151643 BPE tokens + 22 special tokens (ids 151643..151664), so adding
 # "<image>" as a special token gives id 151665. That id lies inside the padded embedding matrix

@@ -14,7 +14,6 @@ Shipped as Hub remote code: imports installed libraries and flat siblings only.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +31,7 @@ from transformers.models.llava.modeling_llava import (
 )
 
 from .configuration_llava_fa import LlavaFAConfig
-from .remote_code import ShipsRemoteCode
+from llava_fa.shipping import ShipsRemoteCode
 
 IGNORE_INDEX = -100
 
@@ -152,15 +151,6 @@ class LlavaFAForConditionalGeneration(LlavaFAPreTrainedModel, LlavaForConditiona
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args: Any, **kwargs: Any):
-        """`PreTrainedModel.from_pretrained`, first checking (local folders) that the checkpoint's projector
-        shapes match the config, so a wrong config fails with a clear `ValueError`."""
-        config = kwargs.get("config")
-        if isinstance(config, LlavaFAConfig) and pretrained_model_name_or_path is not None:
-            check_projector_checkpoint(pretrained_model_name_or_path, config)
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-    @classmethod
     def from_vision_text_pretrained(
         cls,
         vision_model_name_or_path: str | os.PathLike,
@@ -222,30 +212,6 @@ def mask_labels(
     return labels
 
 
-def check_projector_checkpoint(folder: str | os.PathLike, config: LlavaFAConfig) -> None:
-    """Raise `ValueError` if the safetensors in local `folder` hold projector weights whose shapes differ
-    from what `config` builds (vision hidden -> text hidden). Non-local paths are not checked."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return
-    from safetensors import safe_open
-
-    in_dim, out_dim = config.projector_dims
-    expected = {"linear_1.weight": (out_dim, in_dim), "linear_2.weight": (out_dim, out_dim)}
-    for file in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
-                for suffix, shape in expected.items():
-                    if key.endswith("multi_modal_projector." + suffix):
-                        got = tuple(f.get_slice(key).get_shape())
-                        if got != shape:
-                            raise ValueError(
-                                f"{file.name}: {key} has shape {got} but the given config builds {shape} "
-                                f"(vision hidden {in_dim} -> text hidden {out_dim}); load with the config saved in "
-                                f"the folder, or fix vision_config/text_config hidden sizes."
-                            )
-
-
 def load_projector_state_dict(
     projector: LlavaMultiModalProjector, state_dict: dict[str, torch.Tensor], config: LlavaFAConfig
 ) -> None:
@@ -284,7 +250,6 @@ __all__ = [
     "LlavaFAModel",
     "LlavaFAPreTrainedModel",
     "check_multimodal_inputs",
-    "check_projector_checkpoint",
     "load_projector_state_dict",
     "mask_labels",
 ]

@@ -18,7 +18,7 @@ from transformers import AddedToken, LlavaProcessor, PreTrainedTokenizerBase
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
 
-from .remote_code import ShipsRemoteCode
+from llava_fa.shipping import ShipsRemoteCode
 
 IGNORE_INDEX = -100
 IMAGE_TOKEN = "<image>"

@@ -1,14 +1,25 @@
-"""`FourierApproxConfig`: the transformers quantization config of the Fourier Approximation.
+r"""`FourierApproxConfig`: the transformers quantization config of the Fourier Approximation.
 
 `from_pretrained(src, quantization_config=FourierApproxConfig(rank=8, amplitude_bits=4, phase_bits=4))`
 compresses every `nn.Linear` (but `modules_to_not_convert`) with
 `llava_fa.fourier.fourier_approximate` as it is loaded. The config is JSON-serialisable
 (`to_dict` / `from_dict` round-trip) and is written to `config.json` by `save_pretrained`.
 
-Per-module settings: `overrides` maps a regular expression (searched in the module's
-full name, e.g. `"vision_tower"`) to a dict of compression fields (`rank`, `amplitude_bits`,
-`phase_bits`, `group_size`, `transform`, `max_iters`, `svd_method`, `codebook`, `phase_aware`).
-Every matching pattern applies, in insertion order (later ones win).
+The per-matrix fields, their defaults and their checks are the core's
+`llava_fa.fourier.settings.CompressionSettings`; this class adds the HF concerns (target modules,
+overrides, dtypes as strings, the calibration file).
+
+Per-module settings: `overrides` maps a pattern to a dict of per-matrix fields (`rank`,
+`amplitude_bits`, `phase_bits`, `group_size`, `transform`, `max_iters`, `svd_method`, `codebook`,
+`phase_aware`). Patterns are matched like peft's `rank_pattern`: a regular expression that must
+match a whole suffix of the module name made of complete dotted components
+(``re.fullmatch(rf"(.*\.)?{pattern}", name)``): `"layers.1.mlp.up_proj"` or `"up_proj"` hit
+`model.layers.1.mlp.up_proj`, `"layers.1"` hits the module `model.layers.1` only (not its children and
+not `layers.12`), `r"layers\.1\..*"` hits everything under it. Every matching pattern applies, in
+insertion order (later ones win).
+
+Calibration: `calibration` is the path of a statistics file while compressing; the saved
+`config.json` keeps no path, only the file's SHA-256 (`calibration_sha256`).
 
 This file is shipped as Hub remote code: it only imports installed libraries and flat
 siblings (`from ..fourier.x import y` becomes `from .x import y`).
@@ -16,22 +27,15 @@ siblings (`from ..fourier.x import y` becomes `from .x import y`).
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Optional
 
 import torch
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from ..fourier.polar_quant import CODEBOOKS
-from ..fourier.svd import SVD_METHODS
-from ..fourier.transform import TRANSFORMS
-
-#: Statistics of a calibration file (see `llava_fa.quantization.calibrate`).
-CALIBRATION_STATS: tuple[str, ...] = ("power", "channel", "fisher")
-#: Used when `calibration_stats` is not given. The spectral "power" weights are left out: on real
-#: MiniLM activations they moved the output error by < 2 % and they describe `x`, not the
-#: channel-scaled input `x / d` the compressed matrix sees (see README, Calibration).
-DEFAULT_CALIBRATION_STATS: tuple[str, ...] = ("channel", "fisher")
+from ..fourier.calibration import CALIBRATION_STATS, DEFAULT_CALIBRATION_STATS
+from ..fourier.settings import DEFAULTS, CompressionSettings, check_fields
 
 QUANT_METHOD = "fourier_approx"
 
@@ -45,6 +49,7 @@ PER_MODULE_FIELDS: tuple[str, ...] = (
 )
 
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_WHERE = "FourierApproxConfig: "
 
 
 def dtype_from_name(name: Optional[str]) -> Optional[torch.dtype]:
@@ -57,86 +62,61 @@ def _dtype_name(value: Any, field: str, allow_none: bool) -> Optional[str]:
         return None
     if isinstance(value, torch.dtype):
         value = str(value).removeprefix("torch.")
+    if not isinstance(value, str):
+        raise TypeError(f"{_WHERE}{field} must be a dtype name among {sorted(_DTYPES)}, got {value!r}.")
     if value not in _DTYPES:
-        raise ValueError(f"FourierApproxConfig: {field}={value!r} is not supported; use one of {sorted(_DTYPES)}"
+        raise ValueError(f"{_WHERE}{field}={value!r} is not supported; use one of {sorted(_DTYPES)}"
                          + (" or None" if allow_none else "") + ".")
     return value
 
 
-def _check_int(field: str, value: Any, low: int, high: Optional[int] = None, where: str = "") -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
-    if not ok:
-        bound = f"in {low}..{high}" if high is not None else f">= {low}"
-        raise ValueError(f"FourierApproxConfig{where}: {field} must be an integer {bound}, got {value!r}.")
-
-
-def validate_compression_fields(fields: dict[str, Any], where: str = "") -> None:
-    """Raise `ValueError` naming the field (and `where`, e.g. an override pattern) for a bad value."""
-    for field, value in fields.items():
-        if field == "rank":
-            _check_int(field, value, 0, where=where)
-        elif field in ("amplitude_bits", "phase_bits"):
-            _check_int(field, value, 1, 8, where=where)
-        elif field == "group_size":
-            if value is not None:
-                _check_int(field, value, 1, where=where)
-        elif field == "max_iters":
-            _check_int(field, value, 1, where=where)
-        elif field == "transform" and value not in TRANSFORMS:
-            raise ValueError(f"FourierApproxConfig{where}: transform={value!r} is not supported; use one of {TRANSFORMS}.")
-        elif field == "svd_method" and value not in SVD_METHODS:
-            raise ValueError(f"FourierApproxConfig{where}: svd_method={value!r} is not supported; use one of {SVD_METHODS}.")
-        elif field == "codebook" and value not in CODEBOOKS:
-            raise ValueError(f"FourierApproxConfig{where}: codebook={value!r} is not supported; use one of {CODEBOOKS}.")
-        elif field == "phase_aware" and not isinstance(value, bool):
-            raise ValueError(f"FourierApproxConfig{where}: phase_aware must be True or False, got {value!r}.")
+def override_matches(pattern: str, module_name: str) -> bool:
+    """peft's `rank_pattern` rule: `pattern` matches a whole dotted suffix of `module_name`."""
+    return re.fullmatch(rf"(.*\.)?(?:{pattern})", module_name) is not None
 
 
 class FourierApproxConfig(QuantizationConfigMixin):
     """Settings of the Fourier Approximation quantizer (`quant_method="fourier_approx"`).
 
     Args:
-        rank: complex rank of the trainable low-rank factors per matrix (real rank <= 2 * rank).
-        amplitude_bits, phase_bits: PolarQuant bit widths (1..8 each).
-        group_size: complex coefficients per amplitude scale; `None`: one scale per matrix (paper).
-        transform: `"rfft"` (1-D along inputs) or `"rfft2"` (the paper's 2-D transform).
-        max_iters: at most this many rounds of Algorithm 1 (the best iterate is kept).
-        svd_method: `"exact"` or `"randomized"` (seeded with `seed`).
-        codebook: amplitude levels, `"uniform"` (paper), `"lloyd"` (fitted per matrix) or `"vq"`
-            (2-D code points fitted per matrix; best quality, slowest to compress).
-        phase_aware: quantise the amplitude projected on the chosen phase (paper: False).
-        factor_dtype: dtype the factors are rounded to when compressing (they are stored as float32
-            `[..., 2]` parameters so that they can be trained).
-        scale_dtype: storage dtype of the amplitude scales.
-        seed: seed of the randomized SVD.
-        calibration: `None` or the path of a statistics file written by `llava_fa.calibrate`
-            (per-module input power spectra and channel power, optionally output-gradient Fisher);
-            makes the compression minimise the calibration-weighted (output) error.
-        calibration_stats: which statistics of the file to use, among `"power"` (spectral column
-            weights), `"channel"` (spatial input-channel scaling) and `"fisher"` (row weights); default
-            `("channel", "fisher")` (see `DEFAULT_CALIBRATION_STATS`).
+        rank, amplitude_bits, phase_bits, group_size, transform, max_iters, svd_method, codebook,
+        phase_aware, seed: the per-matrix settings, defaults and meaning as in
+            `llava_fa.fourier.settings.CompressionSettings`.
+        factor_dtype, scale_dtype: storage dtypes (names or `torch.dtype`) of the factors and the
+            amplitude scales; factors are trainable float32 parameters in memory.
+        calibration: `None` or the path of a statistics file written by `llava_fa.calibrate`; makes the
+            compression minimise the calibration-weighted (output) error. Not saved: `to_dict` writes
+            `calibration=None` and the file's SHA-256 as `calibration_sha256`.
+        calibration_sha256: the SHA-256 of the statistics file a saved model was compressed with
+            (informational; set by `to_dict`).
+        calibration_stats: statistics of the file to use, among `"power"` (spectral column weights),
+            `"channel"` (spatial input-channel scaling) and `"fisher"` (row weights); default
+            `("channel", "fisher")`.
         channel_alpha: exponent of the channel scaling ``d = channel^(alpha / 2)``, in [0, 1].
         modules_to_not_convert: module names (prefix, regex or suffix, transformers' rules) kept dense;
             default: `lm_head` and embeddings. The output embeddings and tied weights are always kept.
         overrides: `{pattern: {field: value}}` per-module settings (see the module docstring).
         compute_dtype: dtype of the matmul in `FourierLinear.forward` (`None`: the input's dtype).
+
+    Wrong types raise `TypeError`, wrong values `ValueError`, naming the field (and the override pattern).
     """
 
     def __init__(
         self,
-        rank: int = 16,
-        amplitude_bits: int = 3,
-        phase_bits: int = 5,
-        group_size: Optional[int] = 64,
-        transform: str = "rfft",
-        max_iters: int = 5,
-        svd_method: str = "randomized",
-        codebook: str = "lloyd",
-        phase_aware: bool = True,
-        factor_dtype: Any = "float16",
-        scale_dtype: Any = "float16",
-        seed: int = 0,
+        rank: int = DEFAULTS["rank"],
+        amplitude_bits: int = DEFAULTS["amplitude_bits"],
+        phase_bits: int = DEFAULTS["phase_bits"],
+        group_size: Optional[int] = DEFAULTS["group_size"],
+        transform: str = DEFAULTS["transform"],
+        max_iters: int = DEFAULTS["max_iters"],
+        svd_method: str = DEFAULTS["svd_method"],
+        codebook: str = DEFAULTS["codebook"],
+        phase_aware: bool = DEFAULTS["phase_aware"],
+        factor_dtype: Any = DEFAULTS["factor_dtype"],
+        scale_dtype: Any = DEFAULTS["scale_dtype"],
+        seed: int = DEFAULTS["seed"],
         calibration: Optional[str] = None,
+        calibration_sha256: Optional[str] = None,
         calibration_stats: Optional[list[str]] = None,
         channel_alpha: float = 0.5,
         modules_to_not_convert: Optional[list[str]] = None,
@@ -146,92 +126,100 @@ class FourierApproxConfig(QuantizationConfigMixin):
     ):
         method = kwargs.pop("quant_method", QUANT_METHOD)
         if method != QUANT_METHOD:
-            raise ValueError(f"FourierApproxConfig: quant_method must be {QUANT_METHOD!r}, got {method!r}.")
+            raise ValueError(f"{_WHERE}quant_method must be {QUANT_METHOD!r}, got {method!r}.")
         if kwargs:
-            raise ValueError(f"FourierApproxConfig: unknown fields {sorted(kwargs)}; remove them or check their spelling.")
+            raise TypeError(f"{_WHERE}unknown fields {sorted(kwargs)}; remove them or check their spelling.")
         self.quant_method = QUANT_METHOD
-        self.rank = rank
-        self.amplitude_bits = amplitude_bits
-        self.phase_bits = phase_bits
-        self.group_size = group_size
-        self.transform = transform
-        self.max_iters = max_iters
-        self.svd_method = svd_method
-        self.codebook = codebook
-        self.phase_aware = phase_aware
+        self.rank, self.amplitude_bits, self.phase_bits, self.group_size = rank, amplitude_bits, phase_bits, group_size
+        self.transform, self.max_iters, self.svd_method, self.codebook = transform, max_iters, svd_method, codebook
+        self.phase_aware, self.seed = phase_aware, seed
         self.factor_dtype = _dtype_name(factor_dtype, "factor_dtype", allow_none=False)
         self.scale_dtype = _dtype_name(scale_dtype, "scale_dtype", allow_none=False)
         self.compute_dtype = _dtype_name(compute_dtype, "compute_dtype", allow_none=True)
-        self.seed = seed
-        self.calibration = None if calibration is None else str(calibration) if hasattr(calibration, "__fspath__") else calibration
+        self.calibration = os.fspath(calibration) if isinstance(calibration, os.PathLike) else calibration
+        self.calibration_sha256 = calibration_sha256
         self.calibration_stats = list(DEFAULT_CALIBRATION_STATS) if calibration_stats is None else calibration_stats
         self.channel_alpha = channel_alpha
-        self.modules_to_not_convert = (
-            list(DEFAULT_MODULES_TO_NOT_CONVERT) if modules_to_not_convert is None
-            else list(modules_to_not_convert) if isinstance(modules_to_not_convert, (list, tuple))
-            else modules_to_not_convert
-        )
-        if overrides is None:
-            overrides = {}
-        self.overrides = {k: dict(v) if isinstance(v, dict) else v for k, v in overrides.items()} \
-            if isinstance(overrides, dict) else overrides
+        self.modules_to_not_convert = (list(DEFAULT_MODULES_TO_NOT_CONVERT) if modules_to_not_convert is None
+                                       else modules_to_not_convert)
+        if isinstance(self.modules_to_not_convert, tuple):
+            self.modules_to_not_convert = list(self.modules_to_not_convert)
+        self.overrides = {} if overrides is None else overrides
+        if isinstance(self.overrides, dict):
+            self.overrides = {k: dict(v) if isinstance(v, dict) else v for k, v in self.overrides.items()}
         self.post_init()
 
     def post_init(self) -> None:
-        """Validate every field; raise `ValueError` naming the field and the allowed values."""
-        validate_compression_fields(self.base_fields())
-        _check_int("seed", self.seed, 0)
-        if self.calibration is not None and not isinstance(self.calibration, str):
-            raise ValueError(f"FourierApproxConfig: calibration must be None or the path of a statistics file written "
-                             f"by llava_fa.calibrate, got {type(self.calibration).__name__}.")
-        if not isinstance(self.calibration_stats, (list, tuple)) or not self.calibration_stats or \
-                not set(self.calibration_stats) <= set(CALIBRATION_STATS):
-            raise ValueError(f"FourierApproxConfig: calibration_stats must be a non-empty list among {CALIBRATION_STATS}, "
-                             f"got {self.calibration_stats!r}.")
-        self.calibration_stats = list(self.calibration_stats)
-        if isinstance(self.channel_alpha, bool) or not isinstance(self.channel_alpha, (int, float)) \
-                or not 0.0 <= float(self.channel_alpha) <= 1.0:
-            raise ValueError(f"FourierApproxConfig: channel_alpha must be a number in [0, 1], got {self.channel_alpha!r}.")
+        """Validate every field: `TypeError` / `ValueError` naming the field and the allowed values."""
+        check_fields({**self.base_fields(), "seed": self.seed}, _WHERE)
+        self._check_calibration()
         if not isinstance(self.modules_to_not_convert, list) or \
                 not all(isinstance(m, str) and m for m in self.modules_to_not_convert):
-            raise ValueError(f"FourierApproxConfig: modules_to_not_convert must be a list of non-empty module names, "
-                             f"got {self.modules_to_not_convert!r}.")
+            raise TypeError(f"{_WHERE}modules_to_not_convert must be a list of non-empty module names, "
+                            f"got {self.modules_to_not_convert!r}.")
+        self._check_overrides()
+
+    def _check_calibration(self) -> None:
+        if self.calibration is not None and not isinstance(self.calibration, str):
+            raise TypeError(f"{_WHERE}calibration must be None or the path of a statistics file written by "
+                            f"llava_fa.calibrate, got {type(self.calibration).__name__}.")
+        if self.calibration_sha256 is not None and not isinstance(self.calibration_sha256, str):
+            raise TypeError(f"{_WHERE}calibration_sha256 must be None or a hex string, got "
+                            f"{type(self.calibration_sha256).__name__}.")
+        stats = self.calibration_stats
+        if not isinstance(stats, (list, tuple)) or not stats or not set(stats) <= set(CALIBRATION_STATS):
+            raise ValueError(f"{_WHERE}calibration_stats must be a non-empty list among {CALIBRATION_STATS}, "
+                             f"got {stats!r}.")
+        self.calibration_stats = list(stats)
+        alpha = self.channel_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise TypeError(f"{_WHERE}channel_alpha must be a number in [0, 1], got {alpha!r}.")
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"{_WHERE}channel_alpha must be a number in [0, 1], got {alpha!r}.")
+
+    def _check_overrides(self) -> None:
         if not isinstance(self.overrides, dict):
-            raise ValueError(f"FourierApproxConfig: overrides must be a dict {{pattern: {{field: value}}}}, got "
-                             f"{type(self.overrides).__name__}.")
+            raise TypeError(f"{_WHERE}overrides must be a dict {{pattern: {{field: value}}}}, got "
+                            f"{type(self.overrides).__name__}.")
         for pattern, fields in self.overrides.items():
-            where = f".overrides[{pattern!r}]"
+            where = f"FourierApproxConfig.overrides[{pattern!r}]: "
             try:
                 re.compile(pattern)
             except (re.error, TypeError) as exc:
-                raise ValueError(f"FourierApproxConfig{where}: not a valid regular expression ({exc}).") from None
+                raise ValueError(f"{where}not a valid regular expression ({exc}).") from None
             if not isinstance(fields, dict) or not fields:
-                raise ValueError(f"FourierApproxConfig{where}: must be a non-empty dict of fields among {PER_MODULE_FIELDS}.")
+                raise TypeError(f"{where}must be a non-empty dict of fields among {PER_MODULE_FIELDS}.")
             unknown = sorted(set(fields) - set(PER_MODULE_FIELDS))
             if unknown:
-                raise ValueError(f"FourierApproxConfig{where}: fields {unknown} cannot be set per module; "
-                                 f"allowed: {PER_MODULE_FIELDS}.")
-            validate_compression_fields(fields, where)
+                raise ValueError(f"{where}fields {unknown} cannot be set per module; allowed: {PER_MODULE_FIELDS}.")
+            check_fields(fields, where)
 
     def base_fields(self) -> dict[str, Any]:
         """The global per-matrix settings (before overrides)."""
         return {f: getattr(self, f) for f in PER_MODULE_FIELDS}
 
     def matching_overrides(self, module_name: str) -> list[str]:
-        """Override patterns that match `module_name` (`re.search`), in application order."""
-        return [p for p in self.overrides if re.search(p, module_name)]
+        """Override patterns that match `module_name` (see the module docstring), in application order."""
+        return [p for p in self.overrides if override_matches(p, module_name)]
 
-    def settings_for(self, module_name: str) -> dict[str, Any]:
-        """The per-matrix settings of `module_name`: globals updated by every matching override."""
+    def settings_for(self, module_name: str) -> CompressionSettings:
+        """The compression settings of `module_name`: globals updated by every matching override."""
         fields = self.base_fields()
         for pattern in self.matching_overrides(module_name):
             fields.update(self.overrides[pattern])
-        return fields
+        return CompressionSettings(**fields, seed=self.seed, factor_dtype=dtype_from_name(self.factor_dtype),
+                                   scale_dtype=dtype_from_name(self.scale_dtype))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict; `FourierApproxConfig.from_dict(c.to_dict())` equals `c`."""
+        """JSON-serialisable dict without local paths (the calibration file is recorded by its SHA-256)."""
         out = super().to_dict()
         out["quant_method"] = QUANT_METHOD
+        if out.get("calibration") is not None:
+            if out.get("calibration_sha256") is None and os.path.isfile(out["calibration"]):
+                from ..fourier.calibration import file_sha256
+
+                out["calibration_sha256"] = file_sha256(out["calibration"])
+            out["calibration"] = None
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -239,4 +227,4 @@ class FourierApproxConfig(QuantizationConfigMixin):
 
 
 __all__ = ["FourierApproxConfig", "QUANT_METHOD", "DEFAULT_MODULES_TO_NOT_CONVERT", "PER_MODULE_FIELDS",
-           "dtype_from_name", "validate_compression_fields"]
+           "dtype_from_name", "override_matches"]

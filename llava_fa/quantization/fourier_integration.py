@@ -23,8 +23,9 @@ from transformers.quantizers.quantizers_utils import should_convert_module
 from transformers.utils import logging
 
 from ..fourier.approximate import fourier_approximate
+from ..fourier.calibration import CalibrationFile
+from ..fourier.settings import CompressionSettings
 from ..fourier.transform import spectrum_columns
-from .calibrate import calibration_for, check_calibration_file
 from .fourier_config import FourierApproxConfig, dtype_from_name
 from .fourier_linear import FourierLinear, is_fourier_linear
 
@@ -34,26 +35,26 @@ logger = logging.get_logger(__name__)
 PROGRESS_ATTR = "_fourier_approx_progress"
 
 
-def too_small_reason(out_features: int, in_features: int, settings: dict[str, Any]) -> Optional[str]:
+def too_small_reason(out_features: int, in_features: int, settings: CompressionSettings) -> Optional[str]:
     """Why a `(out, in)` Linear cannot take `settings` (None when it can)."""
     if in_features < 2 or out_features < 1:
         return f"shape ({out_features}, {in_features}) has no spectrum to compress"
-    cols = spectrum_columns(in_features, settings["transform"])
-    if settings["rank"] > min(out_features, cols):
-        return (f"rank={settings['rank']} exceeds the largest rank {min(out_features, cols)} of its "
+    cols = spectrum_columns(in_features, settings.transform)
+    if settings.rank > min(out_features, cols):
+        return (f"rank={settings.rank} exceeds the largest rank {min(out_features, cols)} of its "
                 f"{out_features} x {cols} spectrum")
     return None
 
 
 def plan_conversion(
     model: nn.Module, config: FourierApproxConfig, modules_to_not_convert: list[str]
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+) -> tuple[dict[str, CompressionSettings], dict[str, str]]:
     """Decide which Linear modules become FourierLinear: ``(convert {name: settings}, skipped {name: reason})``.
 
     Deterministic in (model structure, config), so a pre-quantized reload rebuilds the same modules.
     Warns once for override patterns that match no converted module.
     """
-    convert: dict[str, dict[str, Any]] = {}
+    convert: dict[str, CompressionSettings] = {}
     skipped: dict[str, str] = {}
     used_patterns: set[str] = set()
     for name, module in model.named_modules():
@@ -85,28 +86,20 @@ def replace_with_fourier_linear(
     *,
     pre_quantized: bool,
     dtype: Optional[torch.dtype] = None,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, CompressionSettings]:
     """Swap the Linear modules chosen by :func:`plan_conversion` for empty FourierLinear ones on meta.
 
     Returns the converted modules' settings by name. The new modules keep the original bias dtype.
     """
     convert, _ = plan_conversion(model, config, modules_to_not_convert)
-    scale_dtype = dtype_from_name(config.scale_dtype)
     compute_dtype = dtype_from_name(config.compute_dtype)
     for name, settings in convert.items():
         linear = model.get_submodule(name)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         bias_dtype = linear.bias.dtype if linear.bias is not None else (dtype or linear.weight.dtype)
-        new = FourierLinear(
-            linear.in_features, linear.out_features, bias=linear.bias is not None,
-            rank=settings["rank"], amplitude_bits=settings["amplitude_bits"], phase_bits=settings["phase_bits"],
-            group_size=settings["group_size"], transform=settings["transform"], codebook=settings["codebook"],
-            scale_dtype=scale_dtype, compute_dtype=compute_dtype, factor_dtype=dtype_from_name(config.factor_dtype),
-            device="meta", dtype=bias_dtype,
-            placeholder=not pre_quantized,
-        )
-        new.compression_settings = dict(settings)
+        new = FourierLinear(linear.in_features, linear.out_features, bias=linear.bias is not None, settings=settings,
+                            compute_dtype=compute_dtype, device="meta", dtype=bias_dtype, placeholder=not pre_quantized)
         setattr(parent, child, new)
     return convert
 
@@ -131,17 +124,11 @@ class FourierQuantize(ConversionOps):
         module_name = target.rsplit(".", 1)[0]
         module = model.get_submodule(module_name)
         config: FourierApproxConfig = self.hf_quantizer.quantization_config
-        settings = dict(module.compression_settings)
+        calibration_file: Optional[CalibrationFile] = getattr(self.hf_quantizer, "calibration_file", None)
+        calibration = None if calibration_file is None else calibration_file.for_module(
+            module_name, tuple(value.shape), module.transform, config.calibration_stats, float(config.channel_alpha))
         start = time.perf_counter()
-        approx = fourier_approximate(
-            value,
-            **settings,
-            calibration=calibration_for(config.calibration, module_name, tuple(value.shape), settings["transform"],
-                                        tuple(config.calibration_stats), float(config.channel_alpha)),
-            factor_dtype=dtype_from_name(config.factor_dtype),
-            scale_dtype=dtype_from_name(config.scale_dtype),
-            seed=config.seed,
-        )
+        approx = fourier_approximate(value, module.settings, calibration=calibration)
         del value
         tensors = FourierLinear.tensors_from_approximation(approx)
         module._parameters.pop("weight", None)
@@ -154,75 +141,52 @@ class FourierQuantize(ConversionOps):
         return {f"{module_name}.{name}": t for name, t in tensors.items()}
 
 
-def check_before_loading(config: FourierApproxConfig, pre_quantized: bool, convert: dict[str, dict[str, Any]]) -> None:
-    """Fail before any weight is read if on-the-fly compression cannot run (bad calibration file)."""
-    if not pre_quantized and config.calibration is not None:
-        check_calibration_file(config.calibration, list(convert))
+def open_calibration(config: FourierApproxConfig, convert: dict[str, CompressionSettings]) -> Optional[CalibrationFile]:
+    """Read the calibration file once, before any weight is read (fails early on a bad file); None without one."""
+    if config.calibration is None:
+        return None
+    calibration = CalibrationFile(config.calibration, where="FourierApproxConfig.calibration")
+    calibration.warn_missing(convert)
+    config.calibration_sha256 = calibration.sha256
+    return calibration
 
 
-def _read_header_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    """Tensor shapes of one safetensors file; `ValueError` naming the file if it is corrupt or truncated."""
+def check_prequantized_layout(model: nn.Module, checkpoint_files: Optional[list[str]]) -> None:
+    """Before a pre-quantized folder's tensors load: each FourierLinear's stored tensors must have the shapes its
+    quantization_config gives it (transformers cannot say *why* they differ). `ValueError` naming the tensors.
+
+    Checkpoint keys are matched to module names by their last four dotted parts (e.g.
+    ``0.self_attn.k_proj.lowrank_l1``), which sees through the key renaming of LLaVA's saved layout
+    without loader internals; a tensor is reported when no key with that tail has the expected shape.
+    """
     from safetensors import safe_open
 
-    try:
-        with safe_open(path, framework="pt") as handle:
-            return {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
-    except Exception as exc:  # SafetensorError is not importable as a stable class
-        raise ValueError(f"FourierApprox: checkpoint file {path!r} is corrupt or truncated ({exc}); re-save or "
-                         f"re-download it. Nothing was loaded.") from None
-
-
-def check_checkpoint(model: nn.Module, checkpoint_files: Optional[list[str]], pre_quantized: bool) -> None:
-    """Before any weight is read: every safetensors file must be readable, and each converted module's
-    tensors found in it must have the shapes the model (and the quantization config) expect.
-
-    Raises `ValueError` naming the module, the tensor, both shapes and what to do.
-    """
     shapes: dict[str, tuple[int, ...]] = {}
     for path in checkpoint_files or []:
         if str(path).endswith(".safetensors"):
-            shapes.update(_read_header_shapes(str(path)))
-    if not shapes:
-        return
-    shapes = _as_model_keys(model, shapes)
+            with safe_open(str(path), framework="pt") as handle:
+                shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
+    by_tail: dict[str, list[tuple[int, ...]]] = {}
+    for key, shape in shapes.items():
+        by_tail.setdefault(_tail(key), []).append(shape)
     problems = []
     for name, module in model.named_modules():
         if not is_fourier_linear(module):
             continue
-        if pre_quantized:
-            expected = {t: tuple(getattr(module, t).shape) for t in module.stored_names}
-            if f"{name}.weight" in shapes:
-                problems.append(f"{name}: the checkpoint holds a dense `weight` but the quantization config converts "
-                                f"this module; the config does not match the checkpoint")
-                continue
-        else:
-            expected = {"weight": (module.out_features, module.in_features)}
-        for tensor, shape in expected.items():
-            found = shapes.get(f"{name}.{tensor}")
-            if found is not None and found != shape:
-                problems.append(f"{name}.{tensor}: checkpoint {found} vs expected {shape}")
+        for tensor in module.stored_names:
+            found = by_tail.get(_tail(f"{name}.{tensor}"), [])
+            expected = tuple(getattr(module, tensor).shape)
+            if found and expected not in found:
+                problems.append(f"{name}.{tensor}: checkpoint {found[0]} vs expected {expected}")
     if problems:
-        hint = ("the quantization_config in config.json (rank, bits, group_size, transform, overrides) or the model "
-                "config does not match the saved tensors; load the folder with the config it was saved with"
-                if pre_quantized else "the checkpoint was saved for another model configuration")
-        raise ValueError(f"FourierApprox: {len(problems)} tensor(s) do not match the model ({hint}). Nothing was "
-                         f"loaded. First ones: " + "; ".join(problems[:5]))
+        raise ValueError(f"FourierApprox: {len(problems)} tensor(s) do not match the model (the quantization_config "
+                         f"in config.json (rank, bits, group_size, transform, overrides) does not match the saved "
+                         f"tensors; load the folder with the config it was saved with). Nothing was loaded. First "
+                         f"ones: " + "; ".join(problems[:5]))
 
 
-def _as_model_keys(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """Checkpoint keys renamed the way transformers will rename them for `model` (e.g. Llava's saved layout
-    `language_model.model.*` -> `model.language_model.*`), so that they can be compared with module names."""
-    try:
-        from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import WeightRenaming, rename_source_key
-
-        transforms = get_model_conversion_mapping(model)
-    except (ImportError, AttributeError, TypeError):  # another transformers layout: compare the raw keys
-        return shapes
-    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
-    converters = [t for t in transforms if not isinstance(t, WeightRenaming)]
-    prefix = getattr(model, "base_model_prefix", None)
-    return {rename_source_key(key, renamings, converters, prefix)[0]: shape for key, shape in shapes.items()}
+def _tail(key: str) -> str:
+    return ".".join(key.split(".")[-4:])
 
 
 def unloaded_modules(model: nn.Module) -> list[str]:
@@ -244,4 +208,4 @@ def dequantize_model(model: nn.Module, dtype: Optional[torch.dtype] = None) -> n
 
 
 __all__ = ["FourierQuantize", "replace_with_fourier_linear", "plan_conversion", "dequantize_model",
-           "too_small_reason", "unloaded_modules", "check_before_loading", "check_checkpoint", "PROGRESS_ATTR"]
+           "too_small_reason", "unloaded_modules", "open_calibration", "check_prequantized_layout", "PROGRESS_ATTR"]

@@ -1,7 +1,8 @@
 """`FourierLinear`: a Linear layer stored as PolarQuant codes + trainable complex low-rank factors.
 
-``W = from_spectrum(Q~ + L1 @ L2, in_features, transform)`` with ``Q~`` the dequantised
-PolarQuant codes (frozen) and ``L1 (out, r)``, ``L2 (r, n_cols)`` complex factors (trainable).
+``W = from_spectrum(Q~ + L1 @ L2, in_features, transform) @ diag(1 / d)`` with ``Q~`` the
+dequantised PolarQuant codes (frozen), ``L1 (out, r)``, ``L2 (r, n_cols)`` complex factors
+(trainable) and ``d`` the input-channel scale.
 
 State dict (names and shapes are a pure function of the layer's sizes and settings, see
 :func:`fourier_layout`, so an empty module built on ``meta`` loads a saved one as is):
@@ -11,20 +12,18 @@ name           shape                        dtype / role
 =============  ===========================  ==========================================
 codes          (packed_bytes,)              uint8 buffer, packed joint (amplitude, phase) codes
 scales         (n_groups,)                  ``scale_dtype`` buffer, per-group amplitude scale
-levels         (2^amplitude_bits,)          float32 (uniform) / float16 (lloyd) buffer
+levels         (2^amplitude_bits,)          float16 buffer, codebook="lloyd" only: fitted amplitude levels
 table          (2^(amp+phase bits), 2)      float16 buffer, codebook="vq" only: the 2-D code points
 approx_error   ()                           float32 buffer, relative spatial error at compression
-input_scale    (in,)                        float16 buffer, channel scale ``d`` (ones without channel
-                                            calibration): ``W = from_spectrum(...) diag(1 / d)``
-lora_l1        (out, r, 2)                  float32 Parameter, real/imag parts of L1
-lora_l2        (r, n_cols, 2)               float32 Parameter, real/imag parts of L2
+input_scale    (in,)                        float16 buffer, channel scale ``d`` (ones without calibration)
+lowrank_l1     (out, r, 2)                  float32 Parameter, real/imag parts of L1
+lowrank_l2     (r, n_cols, 2)               float32 Parameter, real/imag parts of L2
 bias           (out,)                       Parameter (optional)
 =============  ===========================  ==========================================
 
-The codes layout is PolarQuant's (row-major groups, see ``llava_fa.fourier.polar_quant``), so a
-future GPU kernel can read ``codes``/``scales``/``levels`` directly. The forward pass currently
-rebuilds the dense weight (float32) and calls ``F.linear`` in the compute dtype; gradients reach
-the factors through the differentiable ``from_spectrum``.
+Saved folders hold the factors in ``factor_dtype`` (float16 by default); they reload as float32
+parameters. Casting the module (``.to(torch.bfloat16)``, ``.half()``) changes only the bias: codes,
+scales, levels, table and input scale stay as stored and the factors stay float32.
 
 This file is shipped as Hub remote code (flat imports only).
 """
@@ -32,7 +31,8 @@ This file is shipped as Hub remote code (flat imports only).
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+import warnings
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,39 +41,39 @@ from torch import nn
 from ..fourier.approximate import FourierApproximation
 from ..fourier.packing import packed_nbytes
 from ..fourier.polar_quant import PolarCodes
+from ..fourier.settings import CompressionSettings
 from ..fourier.transform import from_spectrum, spectrum_columns
 
-#: Names of the tensors a FourierLinear stores (besides `bias`).
-STORED_TENSORS: tuple[str, ...] = ("codes", "scales", "levels", "approx_error", "input_scale", "lora_l1", "lora_l2")
+#: The trainable factor parameters (no "lora" in their names: transformers treats such keys as adapters).
+FACTOR_NAMES: tuple[str, str] = ("lowrank_l1", "lowrank_l2")
+#: Names used by folders saved before the rename, and their new names.
+LEGACY_FACTOR_NAMES: dict[str, str] = {"lora_l1": "lowrank_l1", "lora_l2": "lowrank_l2"}
 
 
 def fourier_layout(
-    out_features: int,
-    in_features: int,
-    *,
-    rank: int,
-    amplitude_bits: int,
-    phase_bits: int,
-    group_size: Optional[int],
-    transform: str,
-    codebook: str = "lloyd",
-    scale_dtype: torch.dtype = torch.float16,
+    out_features: int, in_features: int, settings: CompressionSettings
 ) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
     """Shapes and dtypes of the stored tensors: ``{name: (shape, dtype)}`` (pure function of its arguments)."""
-    cols = spectrum_columns(in_features, transform)
+    cols = spectrum_columns(in_features, settings.transform)
     count = out_features * cols
-    group_len = count if group_size is None else int(group_size)
+    group_len = count if settings.group_size is None else settings.group_size
     n_groups = math.ceil(count / group_len)
-    return {
-        "codes": ((packed_nbytes(n_groups * group_len, amplitude_bits + phase_bits),), torch.uint8),
-        "scales": ((n_groups,), scale_dtype),
-        "levels": ((1 << amplitude_bits,), torch.float16 if codebook == "lloyd" else torch.float32),
+    n_codes = 1 << settings.code_bits
+    layout: dict[str, tuple[tuple[int, ...], torch.dtype]] = {
+        "codes": ((packed_nbytes(n_groups * group_len, settings.code_bits),), torch.uint8),
+        "scales": ((n_groups,), settings.scale_dtype),
+    }
+    if settings.codebook == "lloyd":
+        layout["levels"] = ((1 << settings.amplitude_bits,), torch.float16)
+    if settings.codebook == "vq":
+        layout["table"] = ((n_codes, 2), torch.float16)
+    layout.update({
         "approx_error": ((), torch.float32),
         "input_scale": ((in_features,), torch.float16),
-        "lora_l1": ((out_features, rank, 2), torch.float32),
-        "lora_l2": ((rank, cols, 2), torch.float32),
-        **({"table": ((1 << (amplitude_bits + phase_bits), 2), torch.float16)} if codebook == "vq" else {}),
-    }
+        "lowrank_l1": ((out_features, settings.rank, 2), torch.float32),
+        "lowrank_l2": ((settings.rank, cols, 2), torch.float32),
+    })
+    return layout
 
 
 def is_fourier_linear(module: nn.Module) -> bool:
@@ -86,9 +86,8 @@ class FourierLinear(nn.Module):
 
     Args:
         in_features, out_features, bias: as for `nn.Linear`.
-        rank, amplitude_bits, phase_bits, group_size, transform, codebook: compression settings
-            (fix the stored tensors' shapes, see :func:`fourier_layout`).
-        scale_dtype: dtype of the stored amplitude scales.
+        settings: the compression settings (fix the stored tensors' shapes, see :func:`fourier_layout`);
+            `rank`, `amplitude_bits`, ... keyword `fields` override them.
         compute_dtype: dtype of the matmul (`None`: the input's dtype).
         device, dtype: where to create the (empty) tensors; `dtype` is the bias dtype.
         placeholder: also register an empty `weight` of shape (out, in) that quantize-on-load fills
@@ -104,43 +103,34 @@ class FourierLinear(nn.Module):
         in_features: int,
         out_features: int,
         bias: bool = True,
+        settings: Optional[CompressionSettings] = None,
         *,
-        rank: int,
-        amplitude_bits: int,
-        phase_bits: int,
-        group_size: Optional[int] = 64,
-        transform: str = "rfft",
-        codebook: str = "lloyd",
-        scale_dtype: torch.dtype = torch.float16,
         compute_dtype: Optional[torch.dtype] = None,
-        factor_dtype: torch.dtype = torch.float16,
         device: Any = None,
         dtype: Optional[torch.dtype] = None,
         placeholder: bool = False,
+        **fields: Any,
     ):
         super().__init__()
+        settings = (settings or CompressionSettings()).replace(**fields)
+        self.settings = settings
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.rank, self.amplitude_bits, self.phase_bits = int(rank), int(amplitude_bits), int(phase_bits)
-        self.group_size = None if group_size is None else int(group_size)
-        self.transform, self.codebook = transform, codebook
-        self.scale_dtype, self.compute_dtype, self.factor_dtype = scale_dtype, compute_dtype, factor_dtype
-        self.n_cols = spectrum_columns(self.in_features, transform)
-        layout = fourier_layout(self.out_features, self.in_features, rank=self.rank, amplitude_bits=self.amplitude_bits,
-                                phase_bits=self.phase_bits, group_size=self.group_size, transform=transform,
-                                codebook=codebook, scale_dtype=scale_dtype)
+        self.rank, self.amplitude_bits, self.phase_bits = settings.rank, settings.amplitude_bits, settings.phase_bits
+        self.group_size, self.transform, self.codebook = settings.group_size, settings.transform, settings.codebook
+        self.scale_dtype, self.factor_dtype, self.compute_dtype = settings.scale_dtype, settings.factor_dtype, compute_dtype
+        self.n_cols = spectrum_columns(self.in_features, self.transform)
+        layout = fourier_layout(self.out_features, self.in_features, settings)
         self.stored_names = tuple(layout)
-        for name in layout:
-            if name in ("lora_l1", "lora_l2"):
-                continue
-            shape, dt = layout[name]
-            self.register_buffer(name, torch.ones(shape, dtype=dt, device=device))
-        for name in ("lora_l1", "lora_l2"):
-            shape, dt = layout[name]
-            self.register_parameter(name, nn.Parameter(torch.zeros(shape, dtype=dt, device=device)))
+        for name, (shape, dt) in layout.items():
+            if name in FACTOR_NAMES:
+                self.register_parameter(name, nn.Parameter(torch.zeros(shape, dtype=dt, device=device)))
+            else:
+                self.register_buffer(name, torch.ones(shape, dtype=dt, device=device))
         self.bias = nn.Parameter(torch.zeros(self.out_features, dtype=dtype, device=device)) if bias else None
         if placeholder:
             self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features, dtype=dtype, device="meta"),
                                        requires_grad=False)
+        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     # ----- building -------------------------------------------------------------------------
     @staticmethod
@@ -148,18 +138,18 @@ class FourierLinear(nn.Module):
         """The stored tensors (by local name, without bias) of a core approximation, on its device."""
         quant = approx.quant
         device = quant.codes.device
-        input_scale = getattr(approx, "input_scale", None)
+        input_scale = approx.input_scale
         if input_scale is None:
             input_scale = torch.ones(approx.shape[1], dtype=torch.float16, device=device)
+        optional = {"levels": quant.levels, "table": quant.table}
         return {
             "codes": quant.codes.contiguous(),
             "scales": quant.scales.contiguous(),
-            "levels": quant.levels.contiguous(),
+            **{k: v.contiguous() for k, v in optional.items() if v is not None},
             "approx_error": torch.tensor(float(approx.error), dtype=torch.float32, device=device),
             "input_scale": input_scale.to(device=device, dtype=torch.float16).contiguous(),
-            "lora_l1": torch.view_as_real(approx.l1.to(torch.complex64)).contiguous(),
-            "lora_l2": torch.view_as_real(approx.l2.to(torch.complex64)).contiguous(),
-            **({} if quant.table is None else {"table": quant.table.contiguous()}),
+            "lowrank_l1": torch.view_as_real(approx.l1.to(torch.complex64)).contiguous(),
+            "lowrank_l2": torch.view_as_real(approx.l2.to(torch.complex64)).contiguous(),
         }
 
     @classmethod
@@ -172,10 +162,11 @@ class FourierLinear(nn.Module):
         """A FourierLinear holding `approx` (codes, scales, factors), with optional `bias` ``(out,)``."""
         m, n = approx.shape
         quant = approx.quant
-        module = cls(n, m, bias=bias is not None, rank=approx.rank, amplitude_bits=quant.amplitude_bits,
-                     phase_bits=quant.phase_bits, group_size=quant.group_size, transform=approx.transform,
-                     codebook=quant.codebook, scale_dtype=quant.scales.dtype, compute_dtype=compute_dtype,
-                     factor_dtype=approx.factor_dtype,
+        settings = CompressionSettings(rank=approx.rank, amplitude_bits=quant.amplitude_bits,
+                                       phase_bits=quant.phase_bits, group_size=quant.group_size,
+                                       transform=approx.transform, codebook=quant.codebook,
+                                       scale_dtype=quant.scales.dtype, factor_dtype=approx.factor_dtype)
+        module = cls(n, m, bias=bias is not None, settings=settings, compute_dtype=compute_dtype,
                      device=quant.codes.device, dtype=None if bias is None else bias.dtype)
         module.load_compressed(cls.tensors_from_approximation(approx))
         if bias is not None:
@@ -196,19 +187,35 @@ class FourierLinear(nn.Module):
                 self._buffers[name] = value.detach().clone()
         self._parameters.pop("weight", None)
 
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "FourierLinear":
+        """Move like any module, but let dtype casts reach only the bias: codes, scales, levels, table and
+        input scale keep their stored dtypes and values, and the factors stay float32 (`bf16_full_eval` casts
+        models). Only the device that `fn` picks is applied to them."""
+        held: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
+        for name in self.stored_names:
+            store = self._parameters if name in self._parameters else self._buffers
+            held[name] = (store, store[name])
+            store[name] = None  # nn.Module._apply skips None entries (keeps the key order)
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            for name, (store, tensor) in held.items():
+                store[name] = _moved_like(tensor, fn)
+        return self
+
     # ----- reading --------------------------------------------------------------------------
     def polar_codes(self) -> PolarCodes:
         """The frozen quantized spectrum as the core's `PolarCodes` (views of the buffers)."""
-        return PolarCodes(codes=self.codes, scales=self.scales, levels=self.levels, amplitude_bits=self.amplitude_bits,
+        return PolarCodes(codes=self.codes, scales=self.scales, amplitude_bits=self.amplitude_bits,
                           phase_bits=self.phase_bits, group_size=self.group_size,
                           shape=(self.out_features, self.n_cols), codebook=self.codebook,
-                          table=getattr(self, "table", None))
+                          levels=getattr(self, "levels", None), table=getattr(self, "table", None))
 
     def spectrum(self) -> torch.Tensor:
         """Complex64 ``(out, n_cols)`` approximated half-spectrum ``Q~ + L1 @ L2`` (differentiable in the factors)."""
         approx = self.polar_codes().dequantize()
         if self.rank:
-            approx = approx + torch.view_as_complex(self.lora_l1) @ torch.view_as_complex(self.lora_l2)
+            approx = approx + torch.view_as_complex(self.lowrank_l1) @ torch.view_as_complex(self.lowrank_l2)
         return approx
 
     def dense_weight(self, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
@@ -234,25 +241,33 @@ class FourierLinear(nn.Module):
         return linear
 
     # ----- accounting -----------------------------------------------------------------------
-    def nbits(self, factor_bits: Optional[int] = None) -> int:
-        """Bits of the compressed weight: codes + scales (+ levels/table) + input scale + factors at `factor_bits`
-        (default: the bits of `factor_dtype`, the dtype they are saved in)."""
-        factor_bits = torch.finfo(self.factor_dtype).bits if factor_bits is None else factor_bits
-        bits = self.polar_codes().nbits()
-        if not bool(torch.all(self.input_scale == 1)):
-            bits += self.input_scale.numel() * 16
-        return bits + (self.lora_l1.numel() + self.lora_l2.numel()) * factor_bits
+    def nbits(self) -> int:
+        """Bits the weight takes on disk (``8 * stored_bytes()``): codes, scales, levels/table, input scale,
+        compression error and the factors in `factor_dtype`; bias excluded."""
+        return 8 * self.stored_bytes()
 
     def stored_bytes(self) -> int:
         """Bytes the weight's tensors take on disk (factors in `factor_dtype`, see `saved_tensors`); bias excluded."""
-        return sum(t.numel() * t.element_size() for t in self.saved_tensors().values())
+        return sum(t.numel() * t.element_size() for t in self.saved_tensors(warn=False).values())
 
-    def saved_tensors(self) -> dict[str, torch.Tensor]:
-        """The stored tensors as `save_pretrained` writes them: the float32 factor parameters (trainable in
-        memory) are cast to `factor_dtype`; they were rounded to it at compression, so nothing is lost
-        unless they were trained since. Reloading casts them back to float32 parameters."""
-        return {n: getattr(self, n).detach().to(self.factor_dtype) if n in ("lora_l1", "lora_l2") else getattr(self, n)
-                for n in self.stored_names}
+    def saved_tensors(self, warn: bool = True) -> dict[str, torch.Tensor]:
+        """The stored tensors as `save_pretrained` writes them: the float32 factor parameters are cast to
+        `factor_dtype`. They were rounded to it at compression; if they were trained since and the cast
+        changes them, a warning says so (`warn`) — save with `factor_dtype="float32"` to keep them exact."""
+        out = {}
+        for name in self.stored_names:
+            tensor = getattr(self, name).detach()
+            if name in FACTOR_NAMES and tensor.dtype != self.factor_dtype:
+                rounded = tensor.to(self.factor_dtype)
+                if warn and not torch.equal(rounded.to(tensor.dtype), tensor):
+                    warnings.warn(f"FourierLinear: saving rounds trained factor {name!r} from {tensor.dtype} to "
+                                  f"factor_dtype={self.factor_dtype}; pass "
+                                  f"FourierApproxConfig(factor_dtype='float32') to keep trained factors exact.",
+                                  stacklevel=2)
+                    warn = False  # once per module
+                tensor = rounded
+            out[name] = tensor
+        return out
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -260,4 +275,22 @@ class FourierLinear(nn.Module):
                 f"group_size={self.group_size}, transform={self.transform!r}, codebook={self.codebook!r}")
 
 
-__all__ = ["FourierLinear", "fourier_layout", "is_fourier_linear", "STORED_TENSORS"]
+def _moved_like(tensor: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`tensor` on the device `fn(tensor)` is on, with its own dtype and exact values (same Parameter object)."""
+    with torch.no_grad():
+        target = fn(tensor.detach())
+        moved = target.to(tensor.dtype) if tensor.is_meta or target.is_meta else tensor.detach().to(target.device)
+    if isinstance(tensor, nn.Parameter):
+        tensor.data = moved
+        return tensor
+    return moved
+
+
+def _rename_legacy_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """`load_state_dict` of folders saved before the factor rename (`lora_l1` -> `lowrank_l1`)."""
+    for old, new in LEGACY_FACTOR_NAMES.items():
+        if prefix + old in state_dict and prefix + new not in state_dict:
+            state_dict[prefix + new] = state_dict.pop(prefix + old)
+
+
+__all__ = ["FACTOR_NAMES", "FourierLinear", "LEGACY_FACTOR_NAMES", "fourier_layout", "is_fourier_linear"]

@@ -10,6 +10,7 @@ This file is shipped as Hub remote code (flat imports only).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import torch
@@ -23,9 +24,9 @@ from .fourier_config import QUANT_METHOD, FourierApproxConfig
 from .fourier_integration import (
     PROGRESS_ATTR,
     FourierQuantize,
-    check_before_loading,
-    check_checkpoint,
+    check_prequantized_layout,
     dequantize_model,
+    open_calibration,
     replace_with_fourier_linear,
     unloaded_modules,
 )
@@ -57,9 +58,13 @@ class FourierApproxHfQuantizer(HfQuantizer):
         return True
 
     def update_device_map(self, device_map: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        """Compress on the GPU when there is one (transformers would otherwise load to the CPU)."""
+        """Compress on this process's GPU when there is one (transformers would otherwise load to the CPU): the
+        local rank's device under torchrun / accelerate, else the current device."""
         if device_map is None:
-            device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+            if torch.cuda.is_available():
+                device_map = {"": int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))}
+            else:
+                device_map = {"": "cpu"}
         return device_map
 
     def param_element_size(self, model, param_name: str, param: torch.Tensor) -> float:
@@ -96,9 +101,10 @@ class FourierApproxHfQuantizer(HfQuantizer):
         )
         convert = replace_with_fourier_linear(model, self.quantization_config, self.modules_to_not_convert,
                                               pre_quantized=self.pre_quantized, dtype=dtype)
-        check_before_loading(self.quantization_config, self.pre_quantized, convert)
-        check_checkpoint(model, checkpoint_files, self.pre_quantized)
-        if not self.pre_quantized:
+        if self.pre_quantized:
+            check_prequantized_layout(model, checkpoint_files)
+        else:
+            self.calibration_file = open_calibration(self.quantization_config, convert)
             from tqdm.auto import tqdm
 
             model.__dict__[PROGRESS_ATTR] = tqdm(total=len(convert), desc="Fourier-compressing", unit="module")

@@ -1,67 +1,62 @@
 """Remote code for quantized models of *native* transformers classes (Qwen2, CLIP, ...).
 
-A LLaVA-FA folder ships its own configuration file, which registers the quantizer. A quantized
-`Qwen2ForCausalLM` has no such file, so elsewhere `quant_method="fourier_approx"` would be unknown.
-After loading, :func:`ship_with_remote_code` swaps the model config's class for a subclass of the
-*same name* whose `save_pretrained` also writes, next to `config.json`:
+A LLaVA-FA folder ships its own configuration file. A quantized `Qwen2ForCausalLM` has none, so
+elsewhere `quant_method="fourier_approx"` would be unknown. After loading,
+:func:`ship_with_remote_code` gives the model config a subclass of its class (same name) whose
+`save_pretrained` also writes the quantizer shim (`llava_fa.shipping.write_quantizer_shim`) and
+points `auto_map["AutoConfig"]` at it. With `trust_remote_code=True` transformers imports the
+shim (registering the quantizer) and, as its auto mappings go by config class *name*, still picks
+the native model class.
 
-* the flat package modules (``write_remote_code``) and
-* ``configuration_fourier_approx.py``: registers the quantizer, then defines a subclass of the
-  original config class with the same name,
+The subclass pickles as its native class (re-applying the subclass on load), so `pickle`,
+`copy.deepcopy` and `torch.save(model)` work.
 
-and sets ``auto_map = {"AutoConfig": "configuration_fourier_approx.<ConfigName>"}``. With
-``trust_remote_code=True`` transformers imports that file (registering the quantizer) and, as its
-auto mappings go by config class *name*, still picks the native model class.
+This file is shipped as Hub remote code (flat imports only).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
-from ..modeling.remote_code import write_remote_code
+from ..shipping import point_config_at_shim, write_quantizer_shim
 
-SHIM_MODULE = "configuration_fourier_approx"
-
-_SHIM_SOURCE = '''"""Written by llava-fa: importing this file registers quant_method="fourier_approx" with transformers."""
-
-from transformers import {name} as _NativeConfig
-
-from .fourier_quantizer import register_fourier_approx
-
-register_fourier_approx()
-
-
-class {name}(_NativeConfig):
-    """The native config class, shipped so that loading this folder registers the quantizer first."""
-'''
+_SUBCLASSES: dict[type, type] = {}
 
 
 def ship_with_remote_code(config: Any) -> None:
     """Make `config.save_pretrained` ship the remote code that loads the quantized folder (in place).
 
-    No-op for configs that already ship their own code (LLaVA-FA) or were already swapped.
+    No-op for configs that ship their own code (LLaVA-FA) or were already given the subclass. A config
+    loaded through a shim (remote code) gets it too, so a re-saved folder ships the shim again.
     """
     cls = type(config)
-    if getattr(cls, "_auto_class", None) is not None or getattr(config, "auto_map", None):
-        return  # the config already ships code (LLaVA-FA), or came from a folder that does
-    config.__class__ = type(cls.__name__, (_ShipsFourierConfig, cls),
-                            {"__module__": cls.__module__, "native_config_name": cls.__name__})
+    if getattr(cls, "_auto_class", None) is not None or isinstance(config, _ShipsFourierConfig):
+        return
+    if cls not in _SUBCLASSES:
+        _SUBCLASSES[cls] = type(cls.__name__, (_ShipsFourierConfig, cls),
+                                {"__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    config.__class__ = _SUBCLASSES[cls]
+
+
+def _restore(native_cls: type, state: dict[str, Any]) -> Any:
+    """Unpickle: a `native_cls` config with `state`, given the shipping subclass again."""
+    config = native_cls.__new__(native_cls)
+    config.__dict__.update(state)
+    ship_with_remote_code(config)
+    return config
 
 
 class _ShipsFourierConfig:
-    native_config_name: str
-
-    def save_pretrained(self, save_directory, *args: Any, **kwargs: Any):
-        name = self.native_config_name
-        self.auto_map = {"AutoConfig": f"{SHIM_MODULE}.{name}"}
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
         out = super().save_pretrained(save_directory, *args, **kwargs)
-        write_remote_code(save_directory)
-        shim = Path(save_directory) / f"{SHIM_MODULE}.py"
-        tmp = shim.with_name(f".{shim.name}.tmp")
-        tmp.write_text(_SHIM_SOURCE.format(name=name), encoding="utf-8")
-        tmp.replace(shim)
+        write_quantizer_shim(save_directory, self)
+        point_config_at_shim(save_directory, self)
         return out
 
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        native = type(self).__mro__[2]
+        return _restore, (native, dict(self.__dict__))
 
-__all__ = ["SHIM_MODULE", "ship_with_remote_code"]
+
+__all__ = ["ship_with_remote_code"]

@@ -17,9 +17,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, Qwen2Tokenizer
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
-from .configuration_llava_fa import TINY_VOCAB_SIZE, LlavaFAConfig
-from .modeling_llava_fa import LlavaFAForConditionalGeneration
-from .processing_llava_fa import LlavaFAProcessor
+from ..modeling.configuration_llava_fa import TINY_VOCAB_SIZE, LlavaFAConfig
+from ..modeling.modeling_llava_fa import LlavaFAForConditionalGeneration
+from ..modeling.processing_llava_fa import LlavaFAProcessor
 
 TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
 
