@@ -92,7 +92,8 @@ def fourier_linear_forward(module, x: torch.Tensor, *, include_lowrank: bool = T
         or (l1 is not None and (l1.requires_grad or l2.requires_grad)))
     if not needs_grad:
         group = module.group_size if module.group_size is not None else m * module.n_cols
-        y = fourier_linear_op(x2, module.codes, module.scales, module.levels, getattr(module, "table", None),
+        y = fourier_linear_op(x2, module.codes, module.scales, getattr(module, "levels", None),
+                              getattr(module, "table", None),
                               module.input_scale, l1, l2, bias, m, module.phase_bits,
                               module.amplitude_bits + module.phase_bits, int(group), compute)
         return y.reshape(*lead, m).to(x.dtype)

@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 
 from ..fourier.packing import unpack_codes
-from ..fourier.polar_quant import polar_lookup_table
+from ..fourier.polar_quant import polar_lookup_table, uniform_levels
 
 #: Complex coefficients dequantised at once by the CPU path (rows are chunked to about this many).
 CHUNK_COEFFICIENTS = 1 << 18
@@ -58,10 +58,14 @@ class SpectralCodes:
     n_cols: int
 
 
-def lookup_table(levels: torch.Tensor, table: Optional[torch.Tensor], phase_bits: int) -> torch.Tensor:
-    """Complex64 code table: the VQ points ``table`` ``(2^bits, 2)`` if given, else the polar grid of ``levels``."""
+def lookup_table(levels: Optional[torch.Tensor], table: Optional[torch.Tensor], phase_bits: int,
+                 amplitude_bits: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Complex64 code table: the VQ points ``table`` ``(2^bits, 2)`` if given, else the polar grid of the
+    amplitude ``levels`` (``None``: the uniform grid of ``amplitude_bits``) and ``2^phase_bits`` phases."""
     if table is not None:
         return torch.view_as_complex(table.float().contiguous())
+    if levels is None:
+        levels = uniform_levels(amplitude_bits, device)
     return polar_lookup_table(levels.float(), phase_bits)
 
 
@@ -69,7 +73,8 @@ def spectral_codes(module) -> SpectralCodes:
     """The `SpectralCodes` of a FourierLinear (duck-typed: reads its buffers and size attributes)."""
     group = module.group_size if module.group_size is not None else module.out_features * module.n_cols
     return SpectralCodes(codes=module.codes, scales=module.scales,
-                         table=lookup_table(module.levels, getattr(module, "table", None), module.phase_bits),
+                         table=lookup_table(getattr(module, "levels", None), getattr(module, "table", None),
+                                            module.phase_bits, module.amplitude_bits, module.codes.device),
                          code_bits=module.amplitude_bits + module.phase_bits, group_len=int(group),
                          out_features=module.out_features, in_features=module.in_features, n_cols=module.n_cols)
 
@@ -116,13 +121,20 @@ def dequantized_rows(spec: SpectralCodes, start: int, stop: int) -> torch.Tensor
         codes = spec.codes[c0:c1].long()
     else:
         codes = unpack_codes(spec.codes[c0 * spec.code_bits // 8:], spec.code_bits, count)
-    values = spec.table[codes]
+    # (Re, Im) float32 pairs gathered as one 8-byte word each (a 1-D float64 index_select: the fast CPU path;
+    # complex advanced indexing is far slower)
+    pairs = torch.view_as_real(spec.table.to(torch.complex64)).contiguous().view(torch.float64).reshape(-1)
+    values = pairs.index_select(0, codes).view(torch.float32).view(count, 2)
     g0 = c0 // spec.group_len
-    g1 = -(-c1 // spec.group_len)
-    scale = spec.scales[g0:g1].float().repeat_interleave(spec.group_len)
-    offset = c0 - g0 * spec.group_len
-    values = values * scale[offset:offset + count]
-    return torch.view_as_real(values).reshape(stop - start, 2 * spec.n_cols)
+    if c0 % spec.group_len == 0 and count % spec.group_len == 0:
+        scale = spec.scales[g0:g0 + count // spec.group_len].float()
+        values = (values.view(-1, spec.group_len, 2) * scale[:, None, None]).view(count, 2)
+    else:
+        g1 = -(-c1 // spec.group_len)
+        scale = spec.scales[g0:g1].float().repeat_interleave(spec.group_len)
+        offset = c0 - g0 * spec.group_len
+        values = values * scale[offset:offset + count, None]
+    return values.view(stop - start, 2 * spec.n_cols)
 
 
 def _row_chunk(spec: SpectralCodes) -> int:

@@ -61,14 +61,14 @@ def _key(*tensors: Optional[torch.Tensor]) -> tuple:
                  for t in tensors)
 
 
-def _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits: int, n: int) -> dict:
-    key = _key(codes, scales, levels, table, input_scale, l1, l2) + (phase_bits, n)
+def _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits: int, n: int, code_bits: int = 8) -> dict:
+    key = _key(codes, scales, levels, table, input_scale, l1, l2) + (phase_bits, n, code_bits)
     hit = _PREPARED.get(key)
     if hit is not None:
         return hit
     if len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.clear()
-    lut = lookup_table(levels, table, phase_bits)
+    lut = lookup_table(levels, table, phase_bits, code_bits - phase_bits, codes.device)
     entry = {
         "table_packed": pack_table(lut),
         "table_f32": torch.view_as_real(lut).contiguous(),
@@ -82,7 +82,24 @@ def _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits: int
     return entry
 
 
-def _fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, levels: torch.Tensor,
+def triton_fourier_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, levels: Optional[torch.Tensor],
+                          table: Optional[torch.Tensor], input_scale: torch.Tensor, l1: Optional[torch.Tensor],
+                          l2: Optional[torch.Tensor], bias: Optional[torch.Tensor], out_features: int,
+                          phase_bits: int, group_len: int, out_dtype: torch.dtype) -> torch.Tensor:
+    """The Triton path of the op (8-bit codes): rfft of ``x / d``, low-rank projection, one LUT GEMM launch.
+
+    ``x`` ``(M, n)``; runs on CPU tensors too under ``TRITON_INTERPRET=1`` (tests).
+    """
+    n = x.shape[-1]
+    prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n)
+    u = x.float() if prep["unit_scale"] else x * prep["inv_scale"]
+    uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
+    t = None if l1 is None else uv.reshape(uv.shape[0], -1) @ prep["lr_in"].T
+    return lut_linear(uv, n, codes, scales, prep["table_packed"], prep["table_f32"], group_len, out_features,
+                      t=t, lr_out=prep.get("lr_out"), bias=bias, out_dtype=out_dtype)
+
+
+def _fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, levels: Optional[torch.Tensor],
                          table: Optional[torch.Tensor], input_scale: torch.Tensor, l1: Optional[torch.Tensor],
                          l2: Optional[torch.Tensor], bias: Optional[torch.Tensor], out_features: int,
                          phase_bits: int, code_bits: int, group_len: int, out_dtype: torch.dtype) -> torch.Tensor:
@@ -91,15 +108,10 @@ def _fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Ten
     if x.shape[0] == 0:
         return x.new_zeros(0, out_features, dtype=out_dtype)
     if triton_supported(x, code_bits):
-        prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n)
-        u = x.float() if prep["unit_scale"] else x * prep["inv_scale"]
-        uv = torch.view_as_real(torch.fft.rfft(u.float(), dim=-1, norm="ortho"))
-        t = None
-        if l1 is not None:
-            t = uv.reshape(uv.shape[0], -1) @ prep["lr_in"].T
-        return lut_linear(uv, n, codes, scales, prep["table_packed"], prep["table_f32"], group_len, out_features,
-                          t=t, lr_out=prep.get("lr_out"), bias=bias, out_dtype=out_dtype)
-    spec = SpectralCodes(codes=codes, scales=scales, table=lookup_table(levels, table, phase_bits), code_bits=code_bits,
+        return triton_fourier_linear(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features,
+                                     phase_bits, group_len, out_dtype)
+    lut = lookup_table(levels, table, phase_bits, code_bits - phase_bits, codes.device)
+    spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
                          group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
     uv = spectral_input(x, input_scale)
     y = quantized_matmul(interleaved_input(uv, n), spec)
@@ -124,8 +136,8 @@ def _register() -> object:
     return getattr(namespace, OP_NAME)
 
 
-#: ``fourier_linear_op(x (M, n), codes, scales, levels, table|None, input_scale, l1|None, l2|None, bias|None,
+#: ``fourier_linear_op(x (M, n), codes, scales, levels|None, table|None, input_scale, l1|None, l2|None, bias|None,
 #: out_features, phase_bits, code_bits, group_len, out_dtype) -> (M, out_features)`` (no autograd).
 fourier_linear_op = _register()
 
-__all__ = ["QuantizedSpectralMatmul", "fourier_linear_op", "triton_supported", "OP_NAMESPACE", "OP_NAME"]
+__all__ = ["QuantizedSpectralMatmul", "triton_fourier_linear", "fourier_linear_op", "triton_supported", "OP_NAMESPACE", "OP_NAME"]

@@ -9,7 +9,9 @@ spectrum of ``u = x / d``, ``W'[o, 2k:2k+2] = table[code[o, k]] * scale[group(o,
   tile's partial product once instead of every weight); each step loads ``BLOCK_N x BLOCK_K`` codes
   (one byte per complex coefficient), gathers ``(Re, Im)`` from the 256-entry table (a 1 KB fp16-pair
   table, L1-resident) and feeds two tensor-core dots (real and imaginary planes) with fp32 accumulation.
-  The low-rank term, bias and output cast form the epilogue. The input tile is read straight from
+  The low-rank term, bias and output cast form the epilogue. Half-precision dots take bfloat16
+  operands (the spectrum of an fp16 input can exceed the fp16 range); under the interpreter they take
+  float16, because Triton 3.6's interpreter multiplies bfloat16 bit patterns as integers. The input tile is read straight from
   ``view_as_real(rfft(u))`` (the rfft weights and the DC/Nyquist packing are applied on load).
 * ``_lut_dequant_kernel``: writes ``W'`` planar (``[Re | Im]``, ``(out, 2 n_cols)``) in the compute dtype,
   for the dequantise-once-then-cuBLAS regime of large batches.
@@ -35,6 +37,11 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
     tl = None
     TRITON_AVAILABLE = False
 
+#: Batch rows up to which `lut_linear` uses the CUDA-core GEMV kernel instead of the tensor-core one.
+GEMV_MAX_BATCH = 4
+#: Autotune block shapes per (batch bucket, layer shape) on CUDA; ``LLAVA_FA_AUTOTUNE=0`` uses fixed defaults
+#: (tests: far fewer compilations).
+AUTOTUNE = os.environ.get("LLAVA_FA_AUTOTUNE", "1") != "0"
 #: Batch rows at or above which `lut_linear` dequantises W' once and calls cuBLAS (None: never).
 DEQUANT_MIN_BATCH: Optional[int] = None
 
@@ -42,6 +49,25 @@ DEQUANT_MIN_BATCH: Optional[int] = None
 def interpreting() -> bool:
     """True when Triton runs its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _patch_interpreter_index() -> None:
+    """Let the interpreter use runtime ints as loop bounds under NumPy >= 2 (Triton <= 3.6 calls ``int()``
+    on a one-element array there, which NumPy 2 rejects). Only touches the interpreter, only when interpreting."""
+    try:
+        from triton.runtime import interpreter
+    except ImportError:  # pragma: no cover
+        return
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "_llava_fa_patched", False):
+        return
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._llava_fa_patched = True
+    interpreter._patch_lang_tensor = patched
 
 
 def pack_table(lut: torch.Tensor) -> torch.Tensor:
@@ -54,14 +80,73 @@ def _bucket(m: int) -> int:
     return 16 if m <= 16 else 64 if m <= 64 else 256 if m <= 256 else 1024
 
 
+if TRITON_AVAILABLE and interpreting():
+    _patch_interpreter_index()
+
 if TRITON_AVAILABLE:
 
     @triton.jit
+    def _lut_gemv_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, scales_ptr, t_ptr, stride_tm, c_ptr, bias_ptr,
+                         y_ptr, stride_ym, M, N, n_cols, nyq_col, M_BUCKET, group_len: tl.constexpr,
+                         HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr, HAS_LR: tl.constexpr, R2: tl.constexpr,
+                         R2P: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         BLOCK_K: tl.constexpr):
+        # CUDA-core GEMV for a few rows: fp32 products accumulated in a (BLOCK_M, BLOCK_N, BLOCK_K) register
+        # tile, reduced over K once at the end.
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_m = rm < M
+        mask_n = rn < N
+        x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
+        w_rows = rn.to(tl.int64)[:, None] * n_cols
+        if HAS_NYQ:
+            nyq = tl.load(x_ptr + rm.to(tl.int64) * stride_xm + 2 * nyq_col, mask=mask_m, other=0.0)
+        else:
+            nyq = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), dtype=tl.float32)
+        for k0 in range(0, n_cols, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            mask_k = rk < n_cols
+            xm = mask_m[:, None] & mask_k[None, :]
+            xre = tl.load(x_rows + 2 * rk[None, :], mask=xm, other=0.0)
+            xim = tl.load(x_rows + 2 * rk[None, :] + 1, mask=xm, other=0.0)
+            first = (rk == 0)[None, :]
+            xre = tl.where(first, xre, 2.0 * xre)
+            xim = tl.where(first, nyq[:, None], 2.0 * xim)
+            wm = mask_n[:, None] & mask_k[None, :]
+            code = tl.load(codes_ptr + w_rows + rk[None, :], mask=wm, other=0).to(tl.int32)
+            if TABLE_F32:
+                wre = tl.load(table_ptr + 2 * code)
+                wim = tl.load(table_ptr + 2 * code + 1)
+            else:
+                pair = tl.load(table_ptr + code)
+                wre = (pair & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                wim = (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            sc = tl.load(scales_ptr + (w_rows + rk[None, :]) // group_len, mask=wm, other=0.0).to(tl.float32)
+            prod = xre[:, None, :] * wre[None, :, :] + xim[:, None, :] * wim[None, :, :]
+            acc += prod * sc[None, :, :]
+        out = tl.sum(acc, axis=2)
+        if HAS_LR:
+            rr = tl.arange(0, R2P)
+            mask_r = rr < R2
+            tt = tl.load(t_ptr + rm.to(tl.int64)[:, None] * stride_tm + rr[None, :],
+                         mask=mask_m[:, None] & mask_r[None, :], other=0.0)
+            cc = tl.load(c_ptr + rn.to(tl.int64)[:, None] * R2 + rr[None, :],
+                         mask=mask_n[:, None] & mask_r[None, :], other=0.0)
+            out += tl.sum(tt[:, None, :] * cc[None, :, :], axis=2)
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + rn, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+        dst = y_ptr + rm.to(tl.int64)[:, None] * stride_ym + rn[None, :]
+        tl.store(dst, out.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+    @triton.jit
     def _lut_gemm_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, scales_ptr, t_ptr, stride_tm, c_ptr, bias_ptr,
-                         y_ptr, stride_ym, M, N, n_cols, nyq_col, group_len, M_BUCKET,
-                         HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr, ALIGNED: tl.constexpr,
+                         y_ptr, stride_ym, M, N, n_cols, nyq_col, M_BUCKET,
+                         group_len: tl.constexpr, HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr, ALIGNED: tl.constexpr,
                          HAS_LR: tl.constexpr, R2: tl.constexpr, R2P: tl.constexpr, HAS_BIAS: tl.constexpr,
-                         DOT_F32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         DOT_F32: tl.constexpr, HALF: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          BLOCK_K: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_n = tl.program_id(1)
@@ -102,8 +187,8 @@ if TRITON_AVAILABLE:
                 part = tl.dot(xre, tl.trans(wre), input_precision="ieee")
                 part = tl.dot(xim, tl.trans(wim), part, input_precision="ieee")
             else:
-                part = tl.dot(xre.to(tl.bfloat16), tl.trans(wre.to(tl.bfloat16)))
-                part = tl.dot(xim.to(tl.bfloat16), tl.trans(wim.to(tl.bfloat16)), part)
+                part = tl.dot(xre.to(HALF), tl.trans(wre.to(HALF)))
+                part = tl.dot(xim.to(HALF), tl.trans(wim.to(HALF)), part)
             if ALIGNED:
                 sg = tl.load(scales_ptr + (rn.to(tl.int64) * n_cols + k0) // group_len, mask=mask_n,
                              other=0.0).to(tl.float32)
@@ -157,8 +242,31 @@ if TRITON_AVAILABLE:
                                         c.kwargs["BLOCK_M"] >= 64)]
         return keep or configs[:1]
 
+    def _gemv_configs() -> list:
+        out = []
+        for bn, bk, warps, stages in [(8, 128, 2, 3), (8, 256, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
+                                      (16, 128, 4, 4), (32, 64, 4, 3), (32, 128, 8, 3), (64, 64, 8, 3)]:
+            out.append(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages))
+        return out
+
+    def _gemv_prune(configs, named_args, **kwargs):
+        bm = kwargs.get("BLOCK_M", named_args.get("BLOCK_M", 1))
+        keep = [c for c in configs
+                if bm * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 64 * 32 * c.num_warps]
+        return keep or configs[:1]
+
+    _lut_gemv_tuned = triton.autotune(configs=_gemv_configs(), key=["M_BUCKET", "N", "n_cols", "HAS_LR", "TABLE_F32"],
+                                      prune_configs_by={"early_config_prune": _gemv_prune})(_lut_gemv_kernel)
+
     _lut_gemm_tuned = triton.autotune(configs=_configs(), key=["M_BUCKET", "N", "n_cols", "HAS_LR", "DOT_F32"],
                                       prune_configs_by={"early_config_prune": _prune})(_lut_gemm_kernel)
+
+
+_GEMV_DEFAULT = {"BLOCK_N": 16, "BLOCK_K": 128, "num_warps": 4, "num_stages": 3}
+_GEMM_DEFAULT = {16: {"BLOCK_M": 16, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+                 64: {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+                 256: {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
+                 1024: {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3}}
 
 
 def _block_k(n_cols: int, group_len: int) -> tuple[int, bool]:
@@ -200,19 +308,33 @@ def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tens
     if DEQUANT_MIN_BATCH is not None and m_rows >= DEQUANT_MIN_BATCH and not dot_f32:
         return _dequant_linear(uv, n, n_cols, codes, scales, table_packed, group_len, out_features, t, lr_out, bias,
                                out_dtype)
-    block_k, aligned = _block_k(n_cols, group_len)
     r2 = 0 if t is None else t.shape[1]
     has_lr = r2 > 0
     t_arg = t.contiguous() if has_lr else y
     c_arg = lr_out.contiguous() if has_lr else y
     bias_arg = bias if bias is not None else y
     args = (uv, uv.stride(0), codes, table, scales, t_arg, t_arg.stride(0), c_arg, bias_arg, y, y.stride(0),
-            m_rows, out_features, n_cols, n // 2, group_len, _bucket(m_rows))
-    meta = dict(HAS_NYQ=n % 2 == 0, TABLE_F32=dot_f32, ALIGNED=aligned, HAS_LR=has_lr, R2=max(r2, 1),
-                R2P=max(16, triton.next_power_of_2(max(r2, 1))), HAS_BIAS=bias is not None, DOT_F32=dot_f32,
-                BLOCK_K=block_k)
-    if config is None and interpreting():
-        config = {"BLOCK_M": 16, "BLOCK_N": 16}
+            m_rows, out_features, n_cols, n // 2, _bucket(m_rows))
+    meta = dict(group_len=group_len, HAS_NYQ=n % 2 == 0, TABLE_F32=dot_f32, HAS_LR=has_lr, R2=max(r2, 1),
+                R2P=max(16, triton.next_power_of_2(max(r2, 1))), HAS_BIAS=bias is not None)
+    if m_rows <= GEMV_MAX_BATCH:
+        bm = triton.next_power_of_2(m_rows)
+        args = args[:-1] + (bm,)  # the tuning bucket is the row block itself
+        if config is None and (interpreting() or not AUTOTUNE):
+            config = {"BLOCK_N": 16, "BLOCK_K": 64} if interpreting() else dict(_GEMV_DEFAULT)
+        if config is not None:
+            cfg = dict(config)
+            bn = cfg.pop("BLOCK_N")
+            grid = (triton.cdiv(m_rows, bm), triton.cdiv(out_features, bn))
+            _lut_gemv_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, **cfg)
+        else:
+            grid = lambda c: (triton.cdiv(m_rows, bm), triton.cdiv(out_features, c["BLOCK_N"]))  # noqa: E731
+            _lut_gemv_tuned[grid](*args, **meta, BLOCK_M=bm)
+        return y
+    block_k, aligned = _block_k(n_cols, group_len)
+    meta.update(ALIGNED=aligned, DOT_F32=dot_f32, HALF=tl.float16 if interpreting() else tl.bfloat16, BLOCK_K=block_k)
+    if config is None and (interpreting() or not AUTOTUNE):
+        config = {"BLOCK_M": 16, "BLOCK_N": 16} if interpreting() else dict(_GEMM_DEFAULT[_bucket(m_rows)])
     if config is not None:
         cfg = dict(config)
         bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
