@@ -242,7 +242,7 @@ def test_triton_kernels_in_the_interpreter():
 @cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float16, 1e-2), (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize("shape", [(24, 40), (1, 70), (300, 520), (256, 1024)])
+@pytest.mark.parametrize("shape", [(24, 40), (1, 70), (256, 1024)])
 @pytest.mark.parametrize("rows", [0, 1, 5, 40, 300])
 def test_cuda_matches_dense_reference(shape, dtype, tol, rows):
     m, n = shape
