@@ -137,7 +137,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         fields["overrides"] = parse_overrides(args.override)
     try:
         config = FourierApproxConfig(**fields)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise CLIError(_one_line(exc)) from None
 
     load_kwargs: dict[str, Any] = {"quantization_config": config}
@@ -325,7 +325,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from llava_fa.hub.push import PushError, push_folder
 
     try:
-        info = push_folder(args.path, args.repo_id, private=args.private, revision=args.revision,
+        info = push_folder(args.path, args.repo_id, private=True if args.private else None, revision=args.revision,
                            create_pr=args.create_pr, commit_message=args.commit_message, token=args.token)
     except PushError as exc:
         raise CLIError(str(exc)) from None
@@ -393,8 +393,8 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The `llava-fa` argument parser (defaults of compression flags shown from FourierApproxConfig)."""
     defaults = config_defaults()
-    codebooks = _choices("llava_fa.fourier.polar_quant", "CODEBOOKS", ("uniform", "lloyd", "vq"))
-    transforms = _choices("llava_fa.fourier.transform", "TRANSFORMS", ("rfft", "rfft2"))
+    codebooks = _choices("llava_fa.fourier.settings", "CODEBOOKS", ("uniform", "lloyd", "vq"))
+    transforms = _choices("llava_fa.fourier.settings", "TRANSFORMS", ("rfft", "rfft2"))
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fourier-domain compression (LLaVA-FA) of LLaVA-style and transformers models: compress, "

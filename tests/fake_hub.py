@@ -264,20 +264,27 @@ class FakeHub:
 
     # ---------------------------------------------------------------- install
     @contextlib.contextmanager
-    def install(self) -> Iterator["FakeHub"]:
-        """Route huggingface_hub's HTTP client to this fake Hub (offline mode lifted meanwhile)."""
+    def install(self, cache_dir: str | None = None) -> Iterator["FakeHub"]:
+        """Route huggingface_hub's HTTP client to this fake Hub (offline mode lifted meanwhile).
+
+        `cache_dir`: where downloads are cached meanwhile (default: a new temporary folder, so tests never
+        touch the user's Hub cache).
+        """
+        import tempfile
+
         from huggingface_hub import constants, set_client_factory
         from huggingface_hub.utils._http import default_client_factory
 
-        offline = constants.HF_HUB_OFFLINE
+        offline, cache = constants.HF_HUB_OFFLINE, constants.HF_HUB_CACHE
         constants.HF_HUB_OFFLINE = False
+        constants.HF_HUB_CACHE = cache_dir or tempfile.mkdtemp(prefix="fake_hub_cache_")
         set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(self.handler),
                                                  follow_redirects=True, timeout=None))
         try:
             yield self
         finally:
             set_client_factory(default_client_factory)
-            constants.HF_HUB_OFFLINE = offline
+            constants.HF_HUB_OFFLINE, constants.HF_HUB_CACHE = offline, cache
 
 
 __all__ = ["FakeHub", "Recorded"]

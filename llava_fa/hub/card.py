@@ -353,6 +353,15 @@ def _quant_dict(model: nn.Module) -> dict[str, Any]:
     return qc.to_dict() if hasattr(qc, "to_dict") else dict(qc)
 
 
+def _calibration_text(q: dict[str, Any]) -> str:
+    """Calibration as recorded in the config: the statistics file's SHA-256 (saved configs keep no path)."""
+    sha, path = q.get("calibration_sha256"), q.get("calibration")
+    if not sha and not path:
+        return "none"
+    what = f"statistics file sha256 `{sha[:12]}…`" if sha else f"statistics file `{Path(str(path)).name}`"
+    return f"{what} ({', '.join(q.get('calibration_stats') or [])}; channel alpha {q.get('channel_alpha')})"
+
+
 def _settings_markdown(q: dict[str, Any], parts: list[str]) -> tuple[str, str]:
     calibration = q.get("calibration")
     rows = [
@@ -368,9 +377,7 @@ def _settings_markdown(q: dict[str, Any], parts: list[str]) -> tuple[str, str]:
         ("SVD", f"`{q.get('svd_method')}`"),
         ("phase-aware amplitude", q.get("phase_aware")),
         ("factor / scale dtype", f"{q.get('factor_dtype')} / {q.get('scale_dtype')}"),
-        ("calibration", "none" if not calibration else
-         f"`{Path(str(calibration)).name}` ({', '.join(q.get('calibration_stats') or [])}; "
-         f"channel alpha {q.get('channel_alpha')})"),
+        ("calibration", _calibration_text(q)),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     overrides = q.get("overrides") or {}

@@ -93,13 +93,15 @@ def push_folder(
     folder: Union[str, os.PathLike],
     repo_id: str,
     *,
-    private: bool = False,
+    private: Optional[bool] = None,
     revision: Optional[str] = None,
     create_pr: bool = False,
     commit_message: Optional[str] = None,
     token: Optional[str] = None,
 ) -> PushResult:
     """Upload `folder` to the model repo `repo_id` (created if needed); see the module docstring.
+
+    `private`: visibility of a new repo (None: the namespace's default; ignored for an existing repo).
 
     Raises :class:`PushError` (nothing sent) for a bad folder, a missing token, offline mode, or
     `create_pr` together with `revision`; and (after requests) when the Hub refuses the upload.
