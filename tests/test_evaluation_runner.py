@@ -106,3 +106,19 @@ def test_evaluate_path_checks_tasks_and_data_before_loading(tmp_path):
     with pytest.raises(ValueError, match="No tasks given"):
         evaluate_path(str(tmp_path / "no-model"), [], str(tmp_path / "data"))
     assert not (tmp_path / "no-model").exists()
+
+
+def test_progress_bar_and_its_switches(tiny, capsys):
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    model, processor = tiny
+    generate_answers(model, processor, ["Hello"], None, max_new_tokens=2, progress=True, description="pope")
+    assert "pope: 100%" in capsys.readouterr().err
+    generate_answers(model, processor, ["Hello"], None, max_new_tokens=2, progress=False, description="pope")
+    assert "pope" not in capsys.readouterr().err
+    disable_progress_bars()  # what HF_HUB_DISABLE_PROGRESS_BARS=1 does
+    try:
+        generate_answers(model, processor, ["Hello"], None, max_new_tokens=2, progress=True, description="pope")
+    finally:
+        enable_progress_bars()
+    assert "pope" not in capsys.readouterr().err

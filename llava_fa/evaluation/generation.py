@@ -38,8 +38,10 @@ def generate_answers(
 
     ``images``: one PIL image per prompt, or ``None`` for text-only prompts. Prompts are batched
     ``batch_size`` at a time with left padding (the tokenizer's side is restored afterwards), so
-    results do not depend on the batch size beyond floating-point effects of padding.
+    results do not depend on the batch size beyond floating-point effects of padding. The progress
+    bar shows when ``progress`` is true and ``HF_HUB_DISABLE_PROGRESS_BARS`` is not set.
     """
+    from huggingface_hub.utils import are_progress_bars_disabled
     from tqdm.auto import tqdm
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -54,7 +56,7 @@ def generate_answers(
     device = _device(model)
     answers: list[str] = []
     try:
-        with tqdm(total=len(prompts), desc=description, unit="sample", disable=not progress) as bar:
+        with tqdm(total=len(prompts), desc=description, unit="sample", disable=not progress or are_progress_bars_disabled()) as bar:
             for start in range(0, len(prompts), batch_size):
                 batch_prompts = prompts[start:start + batch_size]
                 texts = [chat_text(processor, p, images is not None) for p in batch_prompts]
