@@ -276,7 +276,8 @@ def test_from_vision_text_pretrained_projector_weights(vision_text_checkpoints):
 
 
 def test_mismatched_projector_checkpoint_raises(tiny_folder):
-    with pytest.raises(ValueError, match=r"linear_1.weight has shape \(64, 32\) but the given config builds \(32, 32\)"):
+    # transformers' own loader rejects it, with its mismatch table naming the projector weights
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
         LlavaFAForConditionalGeneration.from_pretrained(
             tiny_folder, config=LlavaFAConfig.from_preset("tiny", text_config={"hidden_size": 32}))
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 from conftest import gradient_image
 
-from llava_fa.modeling import remote_code
+from llava_fa import shipping
+from llava_fa.shipping import flatten_source, write_remote_code
 from llava_fa.testing.isolation import run_without_package
-from llava_fa.modeling.remote_code import flatten_source, write_remote_code
 
-SHIPPED = {"configuration_llava_fa.py", "modeling_llava_fa.py", "processing_llava_fa.py", "remote_code.py"}
+# A plain (not quantized) LLaVA-FA folder ships exactly these: no quantization or core module.
+SHIPPED = {"configuration_llava_fa.py", "modeling_llava_fa.py", "processing_llava_fa.py", "shipping.py"}
 
 
 def test_saved_folder_has_auto_maps_and_flat_code(tiny_folder):
@@ -29,7 +30,7 @@ def test_saved_folder_has_auto_maps_and_flat_code(tiny_folder):
     tokenizer = json.loads((tiny_folder / "tokenizer_config.json").read_text())
     assert tokenizer.get("processor_class") == "LlavaFAProcessor"
     shipped = {p.name for p in tiny_folder.glob("*.py")}
-    assert SHIPPED <= shipped
+    assert shipped == SHIPPED
     for name in shipped:  # only installed libraries and flat siblings are imported
         tree = ast.parse((tiny_folder / name).read_text())
         for node in ast.walk(tree):
@@ -156,16 +157,18 @@ def test_flatten_source_rejects_unshippable_imports(line, match):
         flatten_source(line + "\n", "m", NAMES)
 
 
-def test_write_remote_code_rejects_duplicate_flat_names(monkeypatch, tmp_path):
-    monkeypatch.setattr(remote_code, "SHIPPED_MODULES", remote_code.SHIPPED_MODULES + ["llava_fa.other.remote_code"])
-    with pytest.raises(ValueError, match=r"duplicates: \['remote_code'\]"):
-        write_remote_code(tmp_path)
+def test_write_remote_code_ships_the_import_closure_once(tmp_path, monkeypatch):
+    written = write_remote_code(tmp_path, ["llava_fa.quantization.fourier_linear"])
+    names = {p.name for p in written}
+    assert {"fourier_linear.py", "approximate.py", "polar_quant.py", "settings.py", "shipping.py"} <= names
+    assert "modeling_llava_fa.py" not in names and "fourier_quantizer.py" not in names
+    writes = []
+    monkeypatch.setattr(shipping.os, "replace", lambda a, b: writes.append(b))
+    write_remote_code(tmp_path, ["llava_fa.quantization.fourier_linear"])  # same content: nothing rewritten
+    assert writes == []
 
 
-def test_register_shipped_module_is_idempotent(monkeypatch):
-    monkeypatch.setattr(remote_code, "SHIPPED_MODULES", list(remote_code.SHIPPED_MODULES))
-    remote_code.register_shipped_module("llava_fa.fourier.transform")
-    remote_code.register_shipped_module("llava_fa.fourier.transform")
-    assert remote_code.SHIPPED_MODULES.count("llava_fa.fourier.transform") == 1
-    with pytest.raises(ValueError, match="Only modules of the llava_fa package"):
-        remote_code.register_shipped_module("numpy.linalg")
+def test_write_remote_code_rejects_unknown_and_ambiguous_modules(tmp_path):
+    with pytest.raises(ValueError, match="'no_such_module' has no source file"):
+        write_remote_code(tmp_path, ["llava_fa.nowhere.no_such_module"])
+    assert not list(tmp_path.iterdir())  # nothing half-written

@@ -163,9 +163,14 @@ def check_prequantized_layout(model: nn.Module, checkpoint_files: Optional[list[
 
     shapes: dict[str, tuple[int, ...]] = {}
     for path in checkpoint_files or []:
-        if str(path).endswith(".safetensors"):
+        if not str(path).endswith(".safetensors"):
+            continue
+        try:
             with safe_open(str(path), framework="pt") as handle:
                 shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
+        except Exception as exc:  # SafetensorError is not importable as a stable class
+            raise ValueError(f"FourierApprox: checkpoint file {str(path)!r} is corrupt or truncated ({exc}); re-save "
+                             f"or re-download it. Nothing was loaded.") from None
     by_tail: dict[str, list[tuple[int, ...]]] = {}
     for key, shape in shapes.items():
         by_tail.setdefault(_tail(key), []).append(shape)
@@ -177,7 +182,8 @@ def check_prequantized_layout(model: nn.Module, checkpoint_files: Optional[list[
             found = by_tail.get(_tail(f"{name}.{tensor}"), [])
             expected = tuple(getattr(module, tensor).shape)
             if found and expected not in found:
-                problems.append(f"{name}.{tensor}: checkpoint {found[0]} vs expected {expected}")
+                shown = " or ".join(map(str, sorted(set(found))))
+                problems.append(f"{name}.{tensor}: checkpoint {shown} vs expected {expected}")
     if problems:
         raise ValueError(f"FourierApprox: {len(problems)} tensor(s) do not match the model (the quantization_config "
                          f"in config.json (rank, bits, group_size, transform, overrides) does not match the saved "
