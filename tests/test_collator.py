@@ -115,7 +115,7 @@ def test_forward_loss_is_finite_and_matches_manual_ce(processor, model):
     assert torch.isfinite(model(**text_only).loss)
 
 
-def test_backward_reaches_vision_tower_only_with_images(processor):
+def test_backward_reaches_the_projector(processor):
     model = build_tiny_llava_fa(seed=1)[0].train()
     record = {"id": "i", "image": gradient_image(), "conversations": _turns("<image>\nWhat?", "A cat.")}
     model(**LlavaCollator(processor)([record])).loss.backward()
@@ -213,3 +213,71 @@ def test_trainer_trains_with_the_collator(tmp_path, processor):
     result = Trainer(model=model, args=args, train_dataset=ds, data_collator=LlavaCollator(processor)).train()
     assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
     assert not torch.equal(before, model.model.multi_modal_projector.linear_1.weight)
+
+
+def test_encode_equals_the_processors_chat_template_path(tmp_path, processor):
+    from llava_fa.training.collator import open_image
+    from llava_fa.training.data import conversation_to_messages
+
+    gradient_image(seed=4, width=50, height=20).save(tmp_path / "a.png")
+    records = [{"id": "one", "image": str(tmp_path / "a.png"),
+                "conversations": _turns("Look: <image> What?", "A bar.", "Sure?", "Yes, sure.")},
+               {"id": "two", "image": [str(tmp_path / "a.png")] * 2,
+                "conversations": _turns("<image>\nQ?", "A.", "<image>\nQ2", "B")},
+               {"id": "text", "conversations": _turns("Only text here?", "Yes.")}]
+    collator = LlavaCollator(processor, system_prompt="Sys.")
+    for record in records:
+        images = [open_image(p) for p in collator_images(record)]
+        messages = conversation_to_messages(record, images, "Sys.")
+        ref = processor.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True, return_tensors="pt")
+        item = collator.encode(record)
+        assert torch.equal(item["input_ids"], ref["input_ids"][0])
+        assert torch.equal(item["labels"], processor.build_labels(ref["input_ids"], ref["assistant_masks"])[0])
+        assert ("pixel_values" in item) == bool(images)
+        if images:
+            assert torch.equal(item["pixel_values"], ref["pixel_values"])
+        assert torch.equal(collator.encode_text(record)["input_ids"], item["input_ids"])  # no image opened
+
+
+def collator_images(record):
+    from llava_fa.training.collator import record_images
+
+    return record_images(record)
+
+
+def test_fits_and_filter_dataset(tmp_path, processor):
+    import json
+
+    gradient_image().save(tmp_path / "a.png")
+    recs = [{"id": "short", "image": "a.png", "conversations": _turns("<image>\nQ?", "A.")},
+            {"id": "two", "image": ["a.png", "a.png"], "conversations": _turns("<image>\nQ?", "A.", "<image>\nQ2", "B")},
+            {"id": "text", "conversations": _turns("A question that is rather long, with words?", "Yes.")}]
+    (tmp_path / "d.json").write_text(json.dumps(recs))
+    ds = load_llava_dataset(tmp_path / "d.json")
+    collator = LlavaCollator(processor)
+    assert collator.image_token_count() == N_IMG
+    lengths = [collator.encode_text(row)["input_ids"].numel() for row in ds]
+    limit = lengths[0] + 1  # "short" fits; "two" would be cut inside its 2nd image; "text" before its answer
+    strict = LlavaCollator(processor, max_length=limit)
+    assert [strict.fits(row) for row in ds] == [True, False, False]
+    with pytest.warns(UserWarning, match=f"dropped 2 of 3 records that do not fit max_length={limit}"):
+        kept = strict.filter_dataset(ds)
+    assert kept["id"] == ["short"] and strict(list(kept))["input_ids"].shape[1] == lengths[0]
+    assert collator.filter_dataset(ds) is ds  # no max_length: nothing to filter
+
+
+def test_generation_batch_is_left_padded_without_the_answer(processor, model):
+    from llava_fa.training.collator import build_generation_batch
+
+    records = [{"id": "i", "image": gradient_image(), "conversations": _turns("<image>\nColour?", "Red.")},
+               {"id": "t", "conversations": _turns("A much longer text-only question, isn't it?", "Yes.")}]
+    side = processor.tokenizer.padding_side
+    batch, answers = build_generation_batch(processor, records)
+    assert answers == ["Red.", "Yes."] and processor.tokenizer.padding_side == side
+    assert batch["attention_mask"][:, -1].all() and not batch["attention_mask"][0, 0]  # left padding
+    prompt = batch["input_ids"][0][batch["attention_mask"][0].bool()]
+    assert processor.tokenizer.decode(prompt).endswith("Colour?<|im_end|>\n<|im_start|>assistant\n")
+    assert (batch["input_ids"][0] == IMG).sum() == N_IMG and batch["pixel_values"].shape == (1, 3, 28, 28)
+    out = model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert out.shape[0] == 2 and out.shape[1] <= batch["input_ids"].shape[1] + 3

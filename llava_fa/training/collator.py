@@ -1,11 +1,13 @@
 """`LlavaCollator`: LLaVA records -> a right-padded training batch for `LlavaFAForConditionalGeneration`.
 
 Per record (a row of `load_llava_dataset`, or any dict with `conversations` and `images`/`image`):
-  1. open its images (paths -> RGB PIL; PIL images are used as given);
+  1. open its images (paths -> RGB PIL; PIL images are used as given) and preprocess them with
+     the processor's image processor (LLaVA pad-to-square, resize, crop, CLIP normalisation);
   2. render the processor's chat template (Qwen2.5 `<|im_start|>role ... <|im_end|>`, default
      or given system prompt; each "<image>" of a human turn becomes an image item, as LLaVA's
-     `preprocess_multimodal` moves it to the start of the turn) and tokenize it, the processor
-     expanding each image to `num_image_tokens` image tokens;
+     `preprocess_multimodal` moves it to the start of the turn), tokenize it and expand each
+     image placeholder to the processor's `num_image_tokens` image tokens (the same ids as
+     `processor.apply_chat_template(..., tokenize=True)`, tested);
   3. labels = input ids on the assistant replies and their `<|im_end|>`, -100 elsewhere
      (system, user turns, role headers, image tokens, the newline after `<|im_end|>`);
   4. truncate to `max_length` from the right, never inside or before the image tokens and
@@ -105,6 +107,7 @@ class LlavaCollator:
     pad_to_multiple_of: int | None = None
     validate: bool = True
     n_dropped: int = field(default=0, init=False)
+    _n_image_tokens: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         tokenizer = getattr(self.processor, "tokenizer", None)
@@ -129,33 +132,43 @@ class LlavaCollator:
     def encode(self, record: dict[str, Any]) -> dict[str, torch.Tensor] | None:
         """Tokenize one record: 1-D `input_ids`, `labels`, and `pixel_values` (k, 3, H, W) if it has images.
 
-        Returns None if the record is dropped (`overlong="drop"`).
+        The text goes through the processor's chat template on its tokenizer (`encode_text`), the
+        images through its image processor; the result equals
+        `processor.apply_chat_template(..., return_assistant_tokens_mask=True)` + `build_labels`
+        (tested) at a fraction of the cost. Returns None if the record is dropped (`overlong="drop"`).
         """
-        if self.validate:
-            _check_record(record)
+        item = self.encode_text(record)
         name = _record_name(record)
         images = [open_image(src, name) for src in record_images(record)]
-        messages = conversation_to_messages(record, images, self.system_prompt)
-        out = self.processor.apply_chat_template(
-            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt")
-        input_ids = out["input_ids"][0]
-        labels = torch.where(out["assistant_masks"][0].bool(), input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-        item = {"input_ids": input_ids, "labels": labels}
         if images:
-            item["pixel_values"] = out["pixel_values"]
-        if self.max_length is not None and input_ids.numel() > self.max_length:
+            pixel_values = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
+            height, width = pixel_values.shape[-2:]
+            if self.processor.num_image_tokens(int(height), int(width)) != self.image_token_count():
+                raise ValueError(f"record {name}: the image processor produced {height}x{width} images, which need "
+                                 f"{self.processor.num_image_tokens(int(height), int(width))} image tokens, not "
+                                 f"{self.image_token_count()}; use an image processor with a fixed crop size "
+                                 f"(LLaVA's pad-to-square + center crop).")
+            item["pixel_values"] = pixel_values.to(torch.float32)
+        if self.max_length is not None and item["input_ids"].numel() > self.max_length:
             item = self._truncate(item, name)
         return item
 
+    def _overlong_problem(self, input_ids: torch.Tensor, labels: torch.Tensor) -> str | None:
+        """Why truncating to `max_length` is not allowed (None if it is, or if nothing is cut)."""
+        limit = self.max_length
+        if limit is None or input_ids.numel() <= limit:
+            return None
+        image_pos = (input_ids == self.image_token_id).nonzero().flatten()
+        if image_pos.numel() and int(image_pos[-1]) >= limit:
+            return (f"its image tokens end at position {int(image_pos[-1]) + 1} but max_length={limit} "
+                    f"would cut into or before them")
+        if not (labels[:limit] != IGNORE_INDEX).any():
+            return f"no assistant token lies within the first max_length={limit} tokens"
+        return None
+
     def _truncate(self, item: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor] | None:
         n, limit = item["input_ids"].numel(), self.max_length
-        image_pos = (item["input_ids"] == self.image_token_id).nonzero().flatten()
-        problem = None
-        if image_pos.numel() and int(image_pos[-1]) >= limit:
-            problem = (f"its image tokens end at position {int(image_pos[-1]) + 1} but max_length={limit} "
-                       f"would cut into or before them")
-        elif not (item["labels"][:limit] != IGNORE_INDEX).any():
-            problem = f"no assistant token lies within the first max_length={limit} tokens"
+        problem = self._overlong_problem(item["input_ids"], item["labels"])
         if problem is None:
             return {k: (v[:limit] if k != "pixel_values" else v) for k, v in item.items()}
         message = (f"record {name} is {n} tokens long and {problem}; raise max_length, shorten the record, or "
@@ -166,6 +179,60 @@ class LlavaCollator:
         warnings.warn(f"dropped {message.split('; ')[0]}.", stacklevel=3)
         return None
 
+    # ------------------------------------------------------------------ lengths without images
+    def image_token_count(self) -> int:
+        """Image tokens per image: the processor's count for its output (crop) size."""
+        if self._n_image_tokens is None:
+            self._n_image_tokens = self._count_image_tokens()
+        return self._n_image_tokens
+
+    def _count_image_tokens(self) -> int:
+        ip = self.processor.image_processor
+        crop = getattr(ip, "crop_size", None) if getattr(ip, "do_center_crop", True) else None
+        size = crop or getattr(ip, "size", None) or {}
+        h = size.get("height", size.get("shortest_edge"))
+        w = size.get("width", size.get("shortest_edge"))
+        if h is None or w is None:
+            raise ValueError(f"cannot tell the image size the image processor produces (crop_size={crop}, "
+                             f"size={getattr(ip, 'size', None)}).")
+        return int(self.processor.num_image_tokens(int(h), int(w)))
+
+    def encode_text(self, record: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """`input_ids` and `labels` of `encode(record)` before truncation, computed without opening
+        the images (each image placeholder is expanded to `image_token_count()` tokens)."""
+        if self.validate:
+            _check_record(record)
+        messages = conversation_to_messages(record, (), self.system_prompt)
+        out = self.processor.tokenizer.apply_chat_template(
+            messages, chat_template=self.processor.chat_template, tokenize=True, return_dict=True,
+            return_assistant_tokens_mask=True)
+        n_img = self.image_token_count()
+        ids: list[int] = []
+        labels: list[int] = []
+        for tok, trained in zip(out["input_ids"], out["assistant_masks"]):
+            repeat = n_img if tok == self.image_token_id else 1
+            ids += [tok] * repeat
+            labels += [tok if trained else IGNORE_INDEX] * repeat
+        return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labels, dtype=torch.long)}
+
+    def fits(self, record: dict[str, Any]) -> bool:
+        """False if `encode(record)` would refuse to truncate it (`overlong`); images are not opened."""
+        if self.max_length is None:
+            return True
+        item = self.encode_text(record)
+        return self._overlong_problem(item["input_ids"], item["labels"]) is None
+
+    def filter_dataset(self, dataset: Any, num_proc: int | None = None) -> Any:
+        """`dataset` without the records `fits` rejects (warns with their number), so that no batch
+        meets an overlong record mid-epoch. Returns the dataset unchanged when `max_length` is None."""
+        if self.max_length is None:
+            return dataset
+        kept = dataset.filter(self.fits, num_proc=num_proc, desc="LlavaCollator.filter_dataset")
+        if len(kept) < len(dataset):
+            warnings.warn(f"filter_dataset: dropped {len(dataset) - len(kept)} of {len(dataset)} records that do "
+                          f"not fit max_length={self.max_length}.", stacklevel=2)
+        return kept
+
     # ------------------------------------------------------------------ batch
     def __call__(self, records: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not isinstance(records, Sequence) or isinstance(records, (str, bytes)) or not records:
@@ -173,7 +240,7 @@ class LlavaCollator:
         items = [item for item in (self.encode(r) for r in records) if item is not None]
         if not items:
             raise ValueError(f"every record of this batch ({len(records)}) was dropped as overlong; raise "
-                             f"max_length or filter the dataset first (LlavaCollator.fits).")
+                             f"max_length or filter the dataset first (LlavaCollator.filter_dataset).")
         return self.pad(items)
 
     def pad(self, items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -197,4 +264,38 @@ class LlavaCollator:
         return out
 
 
-__all__ = ["IGNORE_INDEX", "IMAGE_TOKEN", "LlavaCollator", "open_image", "record_images"]
+def build_generation_batch(
+    processor: Any, records: Sequence[dict[str, Any]], *, system_prompt: str | None = None
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Prompts for `model.generate` from LLaVA records, and the reference answers.
+
+    Each record's last gpt turn is removed (it is the reference) and the generation prompt
+    (`<|im_start|>assistant\n`) appended; the batch is LEFT-padded (generation appends on the
+    right). Returns (`input_ids`, `attention_mask` and, if any record has images, `pixel_values`
+    as in `LlavaCollator`; the references in record order).
+    """
+    if not isinstance(records, Sequence) or isinstance(records, (str, bytes)) or not records:
+        raise ValueError("build_generation_batch needs a non-empty list of records.")
+    texts, images, answers = [], [], []
+    for record in records:
+        _check_record(record)
+        name = _record_name(record)
+        turns = list(record["conversations"])
+        answers.append(turns[-1]["value"])
+        messages = conversation_to_messages({"conversations": turns[:-1]}, (), system_prompt)
+        texts.append(processor.apply_chat_template(messages, add_generation_prompt=True))
+        images += [open_image(src, name) for src in record_images(record)]
+    tokenizer = processor.tokenizer
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        out = processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
+    batch = {"input_ids": out["input_ids"], "attention_mask": out["attention_mask"]}
+    if images:
+        batch["pixel_values"] = out["pixel_values"].to(torch.float32)
+    return batch, answers
+
+
+__all__ = ["IGNORE_INDEX", "IMAGE_TOKEN", "LlavaCollator", "build_generation_batch", "open_image", "record_images"]
