@@ -124,12 +124,12 @@ def kernel_only(layer, x: torch.Tensor):
 
     l1, l2 = lowrank_factors(layer)
     n = layer.in_features
-    prep = _prepared(layer.codes, layer.scales, getattr(layer, "levels", None), None, layer.input_scale, l1, l2, layer.phase_bits, n)
+    prep = _prepared(layer.codes, layer.scales, getattr(layer, "levels", None), None, layer.input_scale, l1, l2,
+                     layer.phase_bits, n, 8)
     uv = torch.view_as_real(torch.fft.rfft(x.float() * prep["inv_scale"], dim=-1, norm="ortho"))
     t = uv.reshape(uv.shape[0], -1) @ prep["lr_in"].T
-    return lambda _x: triton_lut.lut_linear(uv, n, layer.codes, layer.scales, prep["table_packed"], prep["table_f32"],
-                                            layer.group_size, layer.out_features, t=t, lr_out=prep["lr_out"],
-                                            out_dtype=x.dtype)
+    return lambda _x: triton_lut.lut_linear(uv, n, layer.codes, layer.scales, prep["tables"], layer.group_size,
+                                            layer.out_features, t=t, lr_out=prep["lr_out"], out_dtype=x.dtype)
 
 
 def compile_check(device: str = "cuda") -> dict:
@@ -214,8 +214,6 @@ def run_cuda(shapes: dict, batches, reps: int) -> list[dict]:
             methods = {"bf16": (lambda t: F.linear(t, w), x.float() @ w.float().T),
                        "ours": (lambda t: fourier_linear_forward(layer, t), x.float() @ w_ref.T)}
             methods["ours_kernel"] = (kernel_only(layer, x), x.float() @ w_ref.T)
-            if batch <= triton_lut.GEMV_MAX_BATCH:
-                methods["ours_tc"] = (with_setting(layer, "GEMV_MAX_BATCH", 0), x.float() @ w_ref.T)
             if batch >= 16:
                 methods["ours_dequant"] = (with_setting(layer, "DEQUANT_MIN_BATCH", 1), x.float() @ w_ref.T)
             methods["int4_tinygemm"] = (int4, None if int4_ref is None else x.float() @ int4_ref.T)
@@ -237,7 +235,8 @@ def run_cuda(shapes: dict, batches, reps: int) -> list[dict]:
                 if f"{name}_us" in row and name != "bf16" and "bf16_us" in row:
                     row[f"{name}_speedup"] = round(row["bf16_us"] / row[f"{name}_us"], 3)
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            print(f"{label} batch {batch}: " + " ".join(f"{k[:-3]}={v}" for k, v in row.items() if k.endswith("_us"))
+                  + " " + " ".join(f"{k}={v}" for k, v in row.items() if k.endswith("_err") and v > 1e-2), flush=True)
         del layer, w, w_ref
         torch.cuda.empty_cache()
     return rows

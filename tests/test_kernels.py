@@ -182,38 +182,38 @@ import json, torch
 from llava_fa.fourier import Calibration, fourier_approximate
 from llava_fa.quantization import FourierLinear
 from llava_fa.kernels.dispatch import lowrank_factors
-from llava_fa.kernels.spectral_ops import triton_fourier_linear
-from llava_fa.kernels.triton_lut import lut_dequantize, lut_linear, pack_table, interpreting
-from llava_fa.kernels.spectral import lookup_table
-from llava_fa.fourier.transform import from_spectrum
+from llava_fa.kernels.spectral_ops import _prepared, triton_fourier_linear
+from llava_fa.kernels.triton_lut import lut_dequantize, lut_linear, interpreting
 assert interpreting()
 out = []
-def layer(m, n, group, rank, bias, seed):
+def layer(m, n, group, rank, bias, codebook, seed):
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(m, n, generator=g)
-    a = fourier_approximate(w, rank=rank, amplitude_bits=3, phase_bits=5, group_size=group,
+    a = fourier_approximate(w, rank=rank, amplitude_bits=3, phase_bits=5, group_size=group, codebook=codebook,
                             calibration=Calibration(channel=torch.rand(n, generator=g) * 3 + 0.2))
     return FourierLinear.from_approximation(a, bias=torch.randn(m, generator=g) if bias else None)
-for (m, n, group, rank, bias, rows, dtype) in [(24, 40, 16, 3, True, 3, "float32"), (17, 33, 16, 2, True, 1, "float16"),
-                                              (1, 70, 7, 1, False, 2, "float32"), (20, 128, 64, 3, True, 18, "bfloat16"),
-                                              (5, 46, 16, 0, True, 2, "float32")]:
-    mod = layer(m, n, group, rank, bias, m + n)
+for (m, n, group, rank, bias, rows, dtype, codebook) in [
+        (24, 40, 16, 3, True, 3, "float32", "lloyd"), (17, 33, 16, 2, True, 1, "float16", "lloyd"),
+        (1, 70, 7, 1, False, 2, "float32", "lloyd"), (20, 128, 64, 3, True, 18, "bfloat16", "lloyd"),
+        (5, 46, 16, 0, True, 7, "float32", "lloyd"), (12, 64, 32, 2, True, 2, "float32", "vq"),
+        (12, 64, 32, 2, True, 17, "float16", "vq")]:
+    mod = layer(m, n, group, rank, bias, codebook, m + n)
     dt = getattr(torch, dtype)
     x = torch.randn(rows, n).to(dt)
     ref = torch.nn.functional.linear(x.float(), mod.dense_weight(), None if mod.bias is None else mod.bias.float())
     l1, l2 = lowrank_factors(mod)
-    levels = getattr(mod, "levels", None)
-    y = triton_fourier_linear(x, mod.codes, mod.scales, levels, None, mod.input_scale, l1, l2, mod.bias, m,
+    levels, table = getattr(mod, "levels", None), getattr(mod, "table", None)
+    y = triton_fourier_linear(x, mod.codes, mod.scales, levels, table, mod.input_scale, l1, l2, mod.bias, m,
                               mod.phase_bits, mod.group_size, dt)
     spectrum_q = mod.polar_codes().dequantize()
     w_planar = torch.cat((spectrum_q.real, spectrum_q.imag), dim=1)
-    lut = pack_table(lookup_table(levels, None, mod.phase_bits, mod.amplitude_bits))
-    w_kernel = lut_dequantize(mod.codes, mod.scales, lut, mod.group_size, m, mod.n_cols, torch.float32)
+    prep = _prepared(mod.codes, mod.scales, levels, table, mod.input_scale, l1, l2, mod.phase_bits, n, 8)
+    w_kernel = lut_dequantize(mod.codes, mod.scales, prep["tables"], mod.group_size, m, mod.n_cols, torch.float32)
     out.append(dict(m=m, n=n, dtype=dtype, shape=list(y.shape), out_dtype=str(y.dtype),
                     err=float((y.float() - ref).norm() / ref.norm()),
                     dequant_err=float((w_kernel - w_planar).norm() / w_planar.norm())))
 try:
-    lut_linear(torch.randn(2, 3, 2), 40, mod.codes, mod.scales, lut, lut, 16, 5)
+    lut_linear(torch.randn(2, 3, 2), 40, mod.codes, mod.scales, prep["tables"], 16, 5)
     out.append(dict(error=None))
 except ValueError as e:
     out.append(dict(error=str(e)))
@@ -229,8 +229,8 @@ def test_triton_kernels_in_the_interpreter():
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.split("RESULT", 1)[1])
     *cases, error = rows
-    assert len(cases) == 5
-    tol = {"float32": 1e-5, "float16": 3e-3, "bfloat16": 2e-2}
+    assert len(cases) == 7
+    tol = {"float32": 1e-5, "float16": 4e-3, "bfloat16": 2e-2}
     for row in cases:
         assert row["shape"][1] == row["m"] and row["out_dtype"] == f"torch.{row['dtype']}"
         assert row["err"] < tol[row["dtype"]], row
@@ -277,3 +277,17 @@ def test_cuda_gradients_and_graph_capture():
         static.copy_(torch.randn_like(static))
         graph.replay()
         assert _rel(out, _reference(layer, static)) < 2e-2
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("codebook", ["lloyd", "vq"])
+def test_cuda_dequantize_then_cublas_path(monkeypatch, codebook):
+    from llava_fa.kernels import triton_lut
+
+    monkeypatch.setattr(triton_lut, "DEQUANT_MIN_BATCH", 1)
+    layer = _layer(m=200, n=256, group=64, codebook=codebook, device="cuda")
+    x = torch.randn(7, 256, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        y = fourier_linear_forward(layer, x)
+    assert y.dtype == torch.bfloat16 and _rel(y, _reference(layer, x)) < 2e-2

@@ -184,6 +184,24 @@ def lowrank_input_matrix(l2: torch.Tensor, n: int) -> torch.Tensor:
     return interleaved_input_adjoint(inter, n).reshape(2 * r, 2 * full) if r else a.new_zeros(0, 2 * full)
 
 
+def rfft_adjoint(v: torch.Tensor, n: int) -> torch.Tensor:
+    """Adjoint of ``u -> view_as_real(rfft(u, norm="ortho"))``: float32 ``(..., n)`` from ``v`` ``(..., n // 2 + 1, 2)``."""
+    full = n // 2 + 1
+    w = torch.full((full,), 0.5, dtype=torch.float32, device=v.device)
+    w[0] = 1.0
+    if n % 2 == 0:
+        w[-1] = 1.0
+    return torch.fft.irfft(torch.view_as_complex(v.float().contiguous()) * w, n=n, dim=-1, norm="ortho")
+
+
+def lowrank_spatial_matrix(l2: torch.Tensor, n: int, input_scale: torch.Tensor) -> torch.Tensor:
+    """Real ``(2 r, n)`` matrix ``A`` with ``[Re t, Im t] = x A^T`` (the low-rank projection straight from ``x``,
+    channel scale included): ``lowrank_input_matrix`` pulled back through the rfft and ``1 / d``."""
+    b = lowrank_input_matrix(l2, n)
+    a = rfft_adjoint(b.reshape(b.shape[0], n // 2 + 1, 2), n)
+    return a / input_scale.float()
+
+
 def lowrank_output_matrix(l1: torch.Tensor) -> torch.Tensor:
     """Real ``(m, 2 r)`` matrix ``C`` with ``Re(L1 t) = [Re t, Im t] C^T``, from ``l1`` ``(m, r, 2)``."""
     return torch.cat((l1[..., 0].float(), -l1[..., 1].float()), dim=1)
@@ -204,10 +222,12 @@ __all__ = [
     "interleaved_input_adjoint",
     "lookup_table",
     "lowrank_input_matrix",
+    "lowrank_spatial_matrix",
     "lowrank_output_matrix",
     "lowrank_term",
     "quantized_matmul",
     "quantized_matmul_transposed",
+    "rfft_adjoint",
     "spectral_codes",
     "spectral_input",
 ]

@@ -24,11 +24,13 @@ from .spectral import (
     lookup_table,
     lowrank_input_matrix,
     lowrank_output_matrix,
+    lowrank_spatial_matrix,
     quantized_matmul,
     quantized_matmul_transposed,
     spectral_input,
 )
-from .triton_lut import TRITON_AVAILABLE, lut_linear, pack_table
+from ..fourier.polar_quant import polar_lookup_table, uniform_levels
+from .triton_lut import TRITON_AVAILABLE, lut_linear, lut_tables, spectral_prep, use_prep_kernel
 
 OP_NAMESPACE = "llava_fa_kernels"
 OP_NAME = "fourier_linear"
@@ -68,15 +70,20 @@ def _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits: int
         return hit
     if len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.clear()
-    lut = lookup_table(levels, table, phase_bits, code_bits - phase_bits, codes.device)
+    if table is not None:
+        tables = lut_tables(None, None, torch.view_as_complex(table.float().contiguous()), 0)
+    else:
+        amplitude = levels.float() if levels is not None else uniform_levels(code_bits - phase_bits, codes.device)
+        phasors = polar_lookup_table(torch.ones(1, device=codes.device), phase_bits)
+        tables = lut_tables(amplitude, phasors, None, phase_bits)
     entry = {
-        "table_packed": pack_table(lut),
-        "table_f32": torch.view_as_real(lut).contiguous(),
+        "tables": tables,
         "inv_scale": (1.0 / input_scale.float()).contiguous(),
         "unit_scale": bool(torch.all(input_scale == 1)),
     }
     if l1 is not None:
         entry["lr_in"] = lowrank_input_matrix(l2.detach(), n).contiguous()
+        entry["lr_a"] = lowrank_spatial_matrix(l2.detach(), n, input_scale).contiguous()
         entry["lr_out"] = lowrank_output_matrix(l1.detach()).contiguous()
     _PREPARED[key] = entry
     return entry
@@ -91,11 +98,15 @@ def triton_fourier_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Te
     ``x`` ``(M, n)``; runs on CPU tensors too under ``TRITON_INTERPRET=1`` (tests).
     """
     n = x.shape[-1]
-    prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n)
-    u = x.float() if prep["unit_scale"] else x * prep["inv_scale"]
-    uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
-    t = None if l1 is None else uv.reshape(uv.shape[0], -1) @ prep["lr_in"].T
-    return lut_linear(uv, n, codes, scales, prep["table_packed"], prep["table_f32"], group_len, out_features,
+    prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, 8)
+    if use_prep_kernel(x.shape[0]):
+        u, t = spectral_prep(x, None if prep["unit_scale"] else prep["inv_scale"], prep.get("lr_a"))
+        uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
+    else:
+        u = x.float() if prep["unit_scale"] else x * prep["inv_scale"]
+        uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
+        t = None if l1 is None else uv.reshape(uv.shape[0], -1) @ prep["lr_in"].T
+    return lut_linear(uv, n, codes, scales, prep["tables"], group_len, out_features,
                       t=t, lr_out=prep.get("lr_out"), bias=bias, out_dtype=out_dtype)
 
 

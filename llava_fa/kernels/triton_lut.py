@@ -23,6 +23,7 @@ Set ``TRITON_INTERPRET=1`` before importing triton to run the kernels on CPU ten
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -39,6 +40,9 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
 
 #: Batch rows up to which `lut_linear` uses the CUDA-core GEMV kernel instead of the tensor-core one.
 GEMV_MAX_BATCH = 4
+#: Batch rows up to which `spectral_prep` (one Triton launch for x / d and the low-rank projection) replaces
+#: the elementwise divide + cuBLAS projection.
+PREP_MAX_BATCH = 16
 #: Autotune block shapes per (batch bucket, layer shape) on CUDA; ``LLAVA_FA_AUTOTUNE=0`` uses fixed defaults
 #: (tests: far fewer compilations).
 AUTOTUNE = os.environ.get("LLAVA_FA_AUTOTUNE", "1") != "0"
@@ -86,9 +90,32 @@ if TRITON_AVAILABLE and interpreting():
 if TRITON_AVAILABLE:
 
     @triton.jit
-    def _lut_gemv_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, scales_ptr, t_ptr, stride_tm, c_ptr, bias_ptr,
+    def _lookup(code, table_ptr, levels_ptr, TABLE_F32: tl.constexpr, POLAR: tl.constexpr, PHASE_BITS: tl.constexpr):
+        # (Re, Im) float32 of int32 codes. POLAR: level[code >> PHASE_BITS] * phasor[code & mask], two gathers
+        # that each touch one or two cache lines (the 2^a levels and the 2^p unit phasors); otherwise one gather
+        # in the joint 2^(a+p) table (up to 8 cache lines per warp request).
+        if POLAR:
+            idx = code & ((1 << PHASE_BITS) - 1)
+        else:
+            idx = code
+        if TABLE_F32:
+            wre = tl.load(table_ptr + 2 * idx)
+            wim = tl.load(table_ptr + 2 * idx + 1)
+        else:
+            pair = tl.load(table_ptr + idx)
+            wre = (pair & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            wim = (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        if POLAR:
+            lev = tl.load(levels_ptr + (code >> PHASE_BITS))
+            wre = wre * lev
+            wim = wim * lev
+        return wre, wim
+
+    @triton.jit
+    def _lut_gemv_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, levels_ptr, scales_ptr, t_ptr, stride_tm, c_ptr, bias_ptr,
                          y_ptr, stride_ym, M, N, n_cols, nyq_col, M_BUCKET, group_len: tl.constexpr,
-                         HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr, HAS_LR: tl.constexpr, R2: tl.constexpr,
+                         HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr, POLAR: tl.constexpr,
+                         PHASE_BITS: tl.constexpr, HAS_LR: tl.constexpr, R2: tl.constexpr,
                          R2P: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          BLOCK_K: tl.constexpr):
         # CUDA-core GEMV for a few rows: fp32 products accumulated in a (BLOCK_M, BLOCK_N, BLOCK_K) register
@@ -117,13 +144,7 @@ if TRITON_AVAILABLE:
             xim = tl.where(first, nyq[:, None], 2.0 * xim)
             wm = mask_n[:, None] & mask_k[None, :]
             code = tl.load(codes_ptr + w_rows + rk[None, :], mask=wm, other=0).to(tl.int32)
-            if TABLE_F32:
-                wre = tl.load(table_ptr + 2 * code)
-                wim = tl.load(table_ptr + 2 * code + 1)
-            else:
-                pair = tl.load(table_ptr + code)
-                wre = (pair & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                wim = (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            wre, wim = _lookup(code, table_ptr, levels_ptr, TABLE_F32, POLAR, PHASE_BITS)
             sc = tl.load(scales_ptr + (w_rows + rk[None, :]) // group_len, mask=wm, other=0.0).to(tl.float32)
             prod = xre[:, None, :] * wre[None, :, :] + xim[:, None, :] * wim[None, :, :]
             acc += prod * sc[None, :, :]
@@ -142,9 +163,10 @@ if TRITON_AVAILABLE:
         tl.store(dst, out.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
     @triton.jit
-    def _lut_gemm_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, scales_ptr, t_ptr, stride_tm, c_ptr, bias_ptr,
+    def _lut_gemm_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, levels_ptr, scales_ptr, t_ptr, stride_tm, c_ptr, bias_ptr,
                          y_ptr, stride_ym, M, N, n_cols, nyq_col, M_BUCKET,
-                         group_len: tl.constexpr, HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr, ALIGNED: tl.constexpr,
+                         group_len: tl.constexpr, HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr, POLAR: tl.constexpr,
+                         PHASE_BITS: tl.constexpr, ALIGNED: tl.constexpr,
                          HAS_LR: tl.constexpr, R2: tl.constexpr, R2P: tl.constexpr, HAS_BIAS: tl.constexpr,
                          DOT_F32: tl.constexpr, HALF: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          BLOCK_K: tl.constexpr):
@@ -172,13 +194,7 @@ if TRITON_AVAILABLE:
             xim = tl.where(first, nyq[:, None], 2.0 * xim)
             wm = mask_n[:, None] & mask_k[None, :]
             code = tl.load(codes_ptr + w_rows + rk[None, :], mask=wm, other=0).to(tl.int32)
-            if TABLE_F32:
-                wre = tl.load(table_ptr + 2 * code)
-                wim = tl.load(table_ptr + 2 * code + 1)
-            else:
-                pair = tl.load(table_ptr + code)
-                wre = (pair & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                wim = (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            wre, wim = _lookup(code, table_ptr, levels_ptr, TABLE_F32, POLAR, PHASE_BITS)
             if not ALIGNED:
                 sc = tl.load(scales_ptr + (w_rows + rk[None, :]) // group_len, mask=wm, other=0.0).to(tl.float32)
                 wre = wre * sc
@@ -209,8 +225,9 @@ if TRITON_AVAILABLE:
         tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
     @triton.jit
-    def _lut_dequant_kernel(codes_ptr, table_ptr, scales_ptr, w_ptr, N, n_cols, group_len,
-                            BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _lut_dequant_kernel(codes_ptr, table_ptr, levels_ptr, scales_ptr, w_ptr, N, n_cols, group_len: tl.constexpr,
+                            POLAR: tl.constexpr, PHASE_BITS: tl.constexpr, BLOCK_N: tl.constexpr,
+                            BLOCK_K: tl.constexpr):
         pid_n = tl.program_id(0)
         pid_k = tl.program_id(1)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -218,9 +235,7 @@ if TRITON_AVAILABLE:
         wm = (rn < N)[:, None] & (rk < n_cols)[None, :]
         idx = rn.to(tl.int64)[:, None] * n_cols + rk[None, :]
         code = tl.load(codes_ptr + idx, mask=wm, other=0).to(tl.int32)
-        pair = tl.load(table_ptr + code)
-        wre = (pair & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-        wim = (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        wre, wim = _lookup(code, table_ptr, levels_ptr, False, POLAR, PHASE_BITS)
         sc = tl.load(scales_ptr + idx // group_len, mask=wm, other=0.0).to(tl.float32)
         row = w_ptr + rn.to(tl.int64)[:, None] * (2 * n_cols) + rk[None, :]
         tl.store(row, (wre * sc).to(w_ptr.dtype.element_ty), mask=wm)
@@ -241,6 +256,33 @@ if TRITON_AVAILABLE:
                                         c.kwargs["BLOCK_M"] in (16, 32, 64) if bucket <= 64 else
                                         c.kwargs["BLOCK_M"] >= 64)]
         return keep or configs[:1]
+
+    @triton.jit
+    def _prep_kernel(x_ptr, stride_xm, inv_ptr, a_ptr, u_ptr, t_ptr, n, R2, UNIT: tl.constexpr,
+                     HAS_LR: tl.constexpr, RB: tl.constexpr, BLOCK: tl.constexpr):
+        # One launch before the rfft: u = x / d (float32) and t = A x (RB rows of the low-rank projection per
+        # program; program column 0 also writes u).
+        m = tl.program_id(0)
+        j = tl.program_id(1)
+        rr = j * RB + tl.arange(0, RB)
+        mask_r = rr < R2
+        acc = tl.zeros((RB, BLOCK), dtype=tl.float32)
+        for k0 in range(0, n, BLOCK):
+            offs = k0 + tl.arange(0, BLOCK)
+            mask = offs < n
+            xv = tl.load(x_ptr + m.to(tl.int64) * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
+            if j == 0:
+                if UNIT:
+                    uv = xv
+                else:
+                    uv = xv * tl.load(inv_ptr + offs, mask=mask, other=0.0)
+                tl.store(u_ptr + m.to(tl.int64) * n + offs, uv, mask=mask)
+            if HAS_LR:
+                a = tl.load(a_ptr + rr.to(tl.int64)[:, None] * n + offs[None, :],
+                            mask=mask_r[:, None] & mask[None, :], other=0.0)
+                acc += a * xv[None, :]
+        if HAS_LR:
+            tl.store(t_ptr + m.to(tl.int64) * R2 + rr, tl.sum(acc, axis=1), mask=mask_r)
 
     def _gemv_configs() -> list:
         out = []
@@ -263,6 +305,7 @@ if TRITON_AVAILABLE:
 
 
 _GEMV_DEFAULT = {"BLOCK_N": 16, "BLOCK_K": 128, "num_warps": 4, "num_stages": 3}
+_GEMM_F32_DEFAULT = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
 _GEMM_DEFAULT = {16: {"BLOCK_M": 16, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
                  64: {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
                  256: {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3},
@@ -276,16 +319,48 @@ def _block_k(n_cols: int, group_len: int) -> tuple[int, bool]:
     return 64, False
 
 
-def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tensor, table_packed: torch.Tensor,
-               table_f32: torch.Tensor, group_len: int, out_features: int, *, t: Optional[torch.Tensor] = None,
+@dataclass(frozen=True)
+class LutTables:
+    """What the kernels look codes up in (build with :func:`lut_tables`).
+
+    Polar codebooks (no VQ table): ``levels`` float32 ``(2^a,)`` and the ``2^p`` unit phasors, as float32
+    pairs ``phasor_f32`` ``(2^p, 2)`` and fp16 pairs packed in int32 ``phasor_packed`` ``(2^p,)``; a code
+    ``c`` is ``levels[c >> p] * phasor[c & (2^p - 1)]``. VQ: ``levels`` is None and the phasor tensors hold
+    the joint ``2^(a+p)`` table. ``phase_bits`` is ``p`` (0 for VQ).
+    """
+
+    table_f32: torch.Tensor
+    table_packed: torch.Tensor
+    levels: Optional[torch.Tensor]
+    phase_bits: int
+
+    @property
+    def polar(self) -> bool:
+        return self.levels is not None
+
+
+def lut_tables(levels: Optional[torch.Tensor], phasors: Optional[torch.Tensor], joint: Optional[torch.Tensor],
+               phase_bits: int) -> LutTables:
+    """`LutTables` from float amplitude ``levels`` + complex unit ``phasors`` ``(2^p,)`` (polar codebooks), or
+    from the complex ``joint`` ``(2^(a+p),)`` table (VQ)."""
+    if levels is not None:
+        return LutTables(table_f32=torch.view_as_real(phasors.to(torch.complex64)).contiguous(),
+                         table_packed=pack_table(phasors), levels=levels.float().contiguous(), phase_bits=phase_bits)
+    return LutTables(table_f32=torch.view_as_real(joint.to(torch.complex64)).contiguous(),
+                     table_packed=pack_table(joint), levels=None, phase_bits=0)
+
+
+def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tensor, tables: LutTables,
+               group_len: int, out_features: int, *, t: Optional[torch.Tensor] = None,
                lr_out: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
                out_dtype: torch.dtype = torch.bfloat16, config: Optional[dict] = None) -> torch.Tensor:
     """``(M, out_features)`` in ``out_dtype`` from ``uv = view_as_real(rfft(x / d))`` float32 ``(M, n // 2 + 1, 2)``.
 
-    ``codes`` uint8 one byte per coefficient; ``table_packed`` from :func:`pack_table`; ``table_f32`` the
-    ``(256, 2)`` float32 table (used for float32 outputs); ``t`` float32 ``(M, 2r)`` and ``lr_out`` float32
-    ``(out, 2r)`` the low-rank term (both or neither); ``bias`` ``(out,)``. ``config`` (``BLOCK_M``,
-    ``BLOCK_N``, ``num_warps``, ``num_stages``) skips autotuning (always used under the interpreter).
+    ``codes`` uint8 one byte per coefficient; ``tables`` from :func:`lut_tables` (float32 entries for float32
+    outputs, fp16 entries otherwise); ``t`` float32 ``(M, 2r)`` and ``lr_out`` float32 ``(out, 2r)`` the
+    low-rank term (both or neither); ``bias`` ``(out,)``. ``config`` skips autotuning (always used under
+    the interpreter): ``BLOCK_N``, ``BLOCK_K`` for the GEMV kernel (``M <= GEMV_MAX_BATCH``), ``BLOCK_M``,
+    ``BLOCK_N`` for the GEMM kernel, plus ``num_warps`` / ``num_stages``.
     """
     if not TRITON_AVAILABLE:
         raise RuntimeError("lut_linear needs the `triton` package (pip install triton)")
@@ -304,18 +379,20 @@ def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tens
         return y
     uv = uv.contiguous() if uv.stride(-1) != 1 or uv.stride(-2) != 2 else uv
     dot_f32 = out_dtype == torch.float32
-    table = table_f32 if dot_f32 else table_packed
     if DEQUANT_MIN_BATCH is not None and m_rows >= DEQUANT_MIN_BATCH and not dot_f32:
-        return _dequant_linear(uv, n, n_cols, codes, scales, table_packed, group_len, out_features, t, lr_out, bias,
+        return _dequant_linear(uv, n, n_cols, codes, scales, tables, group_len, out_features, t, lr_out, bias,
                                out_dtype)
+    table = tables.table_f32 if dot_f32 else tables.table_packed
+    levels = tables.levels if tables.polar else table
     r2 = 0 if t is None else t.shape[1]
     has_lr = r2 > 0
     t_arg = t.contiguous() if has_lr else y
     c_arg = lr_out.contiguous() if has_lr else y
     bias_arg = bias if bias is not None else y
-    args = (uv, uv.stride(0), codes, table, scales, t_arg, t_arg.stride(0), c_arg, bias_arg, y, y.stride(0),
+    args = (uv, uv.stride(0), codes, table, levels, scales, t_arg, t_arg.stride(0), c_arg, bias_arg, y, y.stride(0),
             m_rows, out_features, n_cols, n // 2, _bucket(m_rows))
-    meta = dict(group_len=group_len, HAS_NYQ=n % 2 == 0, TABLE_F32=dot_f32, HAS_LR=has_lr, R2=max(r2, 1),
+    meta = dict(group_len=group_len, HAS_NYQ=n % 2 == 0, TABLE_F32=dot_f32, POLAR=tables.polar,
+                PHASE_BITS=tables.phase_bits, HAS_LR=has_lr, R2=max(r2, 1),
                 R2P=max(16, triton.next_power_of_2(max(r2, 1))), HAS_BIAS=bias is not None)
     if m_rows <= GEMV_MAX_BATCH:
         bm = triton.next_power_of_2(m_rows)
@@ -333,8 +410,9 @@ def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tens
         return y
     block_k, aligned = _block_k(n_cols, group_len)
     meta.update(ALIGNED=aligned, DOT_F32=dot_f32, HALF=tl.float16 if interpreting() else tl.bfloat16, BLOCK_K=block_k)
-    if config is None and (interpreting() or not AUTOTUNE):
-        config = {"BLOCK_M": 16, "BLOCK_N": 16} if interpreting() else dict(_GEMM_DEFAULT[_bucket(m_rows)])
+    if config is None and (interpreting() or not AUTOTUNE or dot_f32):
+        config = ({"BLOCK_M": 16, "BLOCK_N": 16} if interpreting() else
+                  dict(_GEMM_F32_DEFAULT) if dot_f32 else dict(_GEMM_DEFAULT[_bucket(m_rows)]))
     if config is not None:
         cfg = dict(config)
         bm, bn = cfg.pop("BLOCK_M"), cfg.pop("BLOCK_N")
@@ -346,16 +424,46 @@ def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tens
     return y
 
 
-def lut_dequantize(codes: torch.Tensor, scales: torch.Tensor, table_packed: torch.Tensor, group_len: int,
+def use_prep_kernel(m_rows: int) -> bool:
+    """Whether `spectral_prep` handles a call of ``m_rows`` rows (see ``PREP_MAX_BATCH``)."""
+    return m_rows <= PREP_MAX_BATCH
+
+
+def spectral_prep(x: torch.Tensor, inv_scale: Optional[torch.Tensor], lowrank_a: Optional[torch.Tensor]
+                  ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One launch: ``u = x / d`` float32 ``(M, n)`` (``inv_scale`` = ``1 / d``, None for ``d = 1``) and the low-rank
+    projection ``t = x A^T`` float32 ``(M, 2r)`` (``lowrank_a`` ``(2r, n)`` float32, or None)."""
+    if not TRITON_AVAILABLE:
+        raise RuntimeError("spectral_prep needs the `triton` package (pip install triton)")
+    m_rows, n = x.shape
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    u = torch.empty(m_rows, n, device=x.device, dtype=torch.float32)
+    r2 = 0 if lowrank_a is None else lowrank_a.shape[0]
+    t = torch.empty(m_rows, r2, device=x.device, dtype=torch.float32) if r2 else None
+    if m_rows == 0:
+        return u, t
+    rb = 2
+    grid = (m_rows, max(1, triton.cdiv(r2, rb)))
+    _prep_kernel[grid](x, x.stride(0), u if inv_scale is None else inv_scale, u if lowrank_a is None else lowrank_a,
+                       u, u if t is None else t, n, max(r2, 1), UNIT=inv_scale is None, HAS_LR=r2 > 0, RB=rb,
+                       BLOCK=512 if interpreting() else 1024, num_warps=4)
+    return u, t
+
+
+def lut_dequantize(codes: torch.Tensor, scales: torch.Tensor, tables: LutTables, group_len: int,
                    out_features: int, n_cols: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """``W'`` planar ``(out, 2 n_cols)`` in ``dtype``: ``[:, :n_cols]`` real parts, ``[:, n_cols:]`` imaginary."""
+    """``W'`` planar ``(out, 2 n_cols)`` in ``dtype``: ``[:, :n_cols]`` real parts, ``[:, n_cols:]`` imaginary
+    (fp16 table entries)."""
     if not TRITON_AVAILABLE:
         raise RuntimeError("lut_dequantize needs the `triton` package (pip install triton)")
     w = torch.empty(out_features, 2 * n_cols, device=codes.device, dtype=dtype)
     if out_features and n_cols:
-        grid = (triton.cdiv(out_features, 32), triton.cdiv(n_cols, 64))
-        _lut_dequant_kernel[grid](codes, table_packed, scales, w, out_features, n_cols, group_len,
-                                  BLOCK_N=32, BLOCK_K=64)
+        grid = (triton.cdiv(out_features, 16), triton.cdiv(n_cols, 128))
+        levels = tables.levels if tables.polar else tables.table_packed
+        _lut_dequant_kernel[grid](codes, tables.table_packed, levels, scales, w, out_features, n_cols, group_len,
+                                  POLAR=tables.polar, PHASE_BITS=tables.phase_bits, BLOCK_N=16, BLOCK_K=128,
+                                  num_warps=4)
     return w
 
 
@@ -369,8 +477,8 @@ def planar_input(uv: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat((re, im), dim=1)
 
 
-def _dequant_linear(uv, n, n_cols, codes, scales, table_packed, group_len, out_features, t, lr_out, bias, out_dtype):
-    w = lut_dequantize(codes, scales, table_packed, group_len, out_features, n_cols, out_dtype)
+def _dequant_linear(uv, n, n_cols, codes, scales, tables, group_len, out_features, t, lr_out, bias, out_dtype):
+    w = lut_dequantize(codes, scales, tables, group_len, out_features, n_cols, out_dtype)
     y = torch.matmul(planar_input(uv, n).to(out_dtype), w.T)
     if t is not None and t.shape[1]:
         y = y + (t @ lr_out.T).to(out_dtype)
@@ -379,5 +487,7 @@ def _dequant_linear(uv, n, n_cols, codes, scales, table_packed, group_len, out_f
     return y
 
 
-__all__ = ["TRITON_AVAILABLE", "DEQUANT_MIN_BATCH", "interpreting", "lut_dequantize", "lut_linear", "pack_table",
+__all__ = ["TRITON_AVAILABLE", "DEQUANT_MIN_BATCH", "GEMV_MAX_BATCH", "PREP_MAX_BATCH", "LutTables", "interpreting",
+           "lut_dequantize", "lut_linear", "lut_tables", "pack_table", "spectral_prep",
+           "use_prep_kernel",
            "planar_input"]
