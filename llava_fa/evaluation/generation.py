@@ -56,7 +56,8 @@ def generate_answers(
     device = _device(model)
     answers: list[str] = []
     try:
-        with tqdm(total=len(prompts), desc=description, unit="sample", disable=not progress or are_progress_bars_disabled()) as bar:
+        hidden = not progress or are_progress_bars_disabled()
+        with tqdm(total=len(prompts), desc=description, unit="sample", disable=hidden) as bar:
             for start in range(0, len(prompts), batch_size):
                 batch_prompts = prompts[start:start + batch_size]
                 texts = [chat_text(processor, p, images is not None) for p in batch_prompts]

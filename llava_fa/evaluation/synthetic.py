@@ -37,13 +37,14 @@ def synthetic_records(task: str, n: int = 6, seed: int = 0) -> list[dict[str, An
         image = {"bytes": _png(k), "path": None}
         if spec.folder == "pope":
             category = spec.category or ("adversarial", "popular", "random")[i % 3]
-            rows.append({"id": str(i), "question_id": str(k), "question": f"Is there a {('cat', 'dog', 'cup')[k % 3]} in the image?",
+            thing = ("cat", "dog", "cup")[k % 3]
+            rows.append({"id": str(i), "question_id": str(k), "question": f"Is there a {thing} in the image?",
                          "answer": ("yes", "no")[k % 2], "image_source": f"COCO_val2014_{k:012d}",
                          "image": image, "category": category})
         elif spec.folder == "mme":
             category = ("existence", "count", "code_reasoning")[(i // 2) % 3]
             rows.append({"question_id": f"{category}/{k // 2:04d}.png", "image": image,
-                         "question": f"Is there a square in the picture? Please answer yes or no.",
+                         "question": "Is there a square in the picture? Please answer yes or no.",
                          "answer": ("Yes", "No")[i % 2], "category": category})
         elif spec.folder == "gqa":
             rows.append({"id": f"q{k}", "imageId": f"n{k // 2}", "question": "What color is the square?",
