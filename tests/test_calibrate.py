@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-
-import json
 
 import pytest
 import torch
@@ -16,8 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from llava_fa.fourier import fourier_approximate  # noqa: E402
-from llava_fa.quantization import FourierApproxConfig, calibrate, is_fourier_linear  # noqa: E402
 from llava_fa.fourier.calibration import CalibrationFile, power_to_columns  # noqa: E402
+from llava_fa.quantization import FourierApproxConfig, calibrate, is_fourier_linear  # noqa: E402
 
 
 def calibration_for(path, name, shape, transform):

@@ -15,13 +15,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from llava_fa.testing.isolation import run_without_package  # noqa: E402
 from llava_fa.quantization import (  # noqa: E402
     FourierApproxConfig,
     compression_report,
     fourier_integration,
     is_fourier_linear,
 )
+from llava_fa.testing.isolation import run_without_package  # noqa: E402
 
 QCFG = dict(rank=8, amplitude_bits=4, phase_bits=4)
 
@@ -325,6 +325,23 @@ def test_llava_fa_save_reload_identical(llava_quant):
     again = LlavaFAForConditionalGeneration.from_pretrained(folder)
     with torch.no_grad():
         assert torch.equal(again(**inputs).logits, quant(**inputs).logits)
+
+
+def test_folder_saved_with_legacy_factor_names_loads_and_resaves_new_names(qwen2, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, _, quant, folder, ids = qwen2
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    state = load_file(old / "model.safetensors")
+    save_file({k.replace(".lowrank_l", ".lora_l"): v for k, v in state.items()}, old / "model.safetensors",
+              metadata={"format": "pt"})
+    again = AutoModelForCausalLM.from_pretrained(old)
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, quant(ids).logits)
+    again.save_pretrained(tmp_path / "new")
+    keys = set(_safetensors_keys(tmp_path / "new"))
+    assert not any("lora" in k for k in keys) and any(k.endswith(".lowrank_l1") for k in keys)
 
 
 def test_quantize_on_load_config_and_model_pickle(qwen2, tmp_path):

@@ -8,8 +8,8 @@ stationary, i.e. their covariance is circulant) and ``row_i`` = ones or the mean
 squared output gradient (diagonal Fisher). FourierSVD uses the square roots as
 ``D_row`` / ``D_col`` (the paper's RowAverage / ColAverage of ``C``).
 
-Measured on real MiniLM activations the spectral column weights barely move the
-output error (inputs are far from stationary: a few channels carry outliers).
+Real activations are far from stationary (a few channels carry outliers), so the
+spectral column weights move the output error little (README, Calibration).
 The spatial ``channel`` weights do: ``channel_j = E[x_j^2]`` (mean input power
 per input channel) makes the compressor work on ``W diag(d)`` with
 ``d = channel^(alpha/2)`` (normalised to geometric mean 1, stored in float16) and
@@ -69,7 +69,7 @@ class Calibration:
     channel_alpha: float = 0.5
 
     @classmethod
-    def from_matrix(cls, matrix: torch.Tensor) -> "Calibration":
+    def from_matrix(cls, matrix: torch.Tensor) -> Calibration:
         """Paper form: ``D_row = RowAverage(C)``, ``D_col = ColAverage(C)`` of a ``(m, n_cols)`` ``C``."""
         c = matrix.to(torch.float32)
         return cls(row=c.mean(dim=1), col=c.mean(dim=0))

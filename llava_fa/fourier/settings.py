@@ -58,7 +58,7 @@ class CompressionSettings:
     def __post_init__(self) -> None:
         check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
-    def replace(self, **changes: Any) -> "CompressionSettings":
+    def replace(self, **changes: Any) -> CompressionSettings:
         """A copy with `changes` applied (validated)."""
         unknown = sorted(set(changes) - set(FIELDS))
         if unknown:

@@ -52,20 +52,17 @@ _QWEN25_COMMON: dict[str, Any] = {
     "eos_token_id": 151645,
 }
 
-# Qwen/Qwen2.5-{0.5B,1.5B,3B,7B}(-Instruct) config.json values.
+# Qwen/Qwen2.5-{0.5B,1.5B,3B,7B}(-Instruct) config.json values, one row per size.
+_QWEN25_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "vocab_size", "max_window_layers", "tie_word_embeddings")
+_QWEN25_ROWS: dict[str, tuple[Any, ...]] = {
+    "qwen2.5-0.5b": (896, 4864, 24, 14, 2, 151936, 21, True),
+    "qwen2.5-1.5b": (1536, 8960, 28, 12, 2, 151936, 21, True),
+    "qwen2.5-3b": (2048, 11008, 36, 16, 2, 151936, 70, True),
+    "qwen2.5-7b": (3584, 18944, 28, 28, 4, 152064, 28, False),
+}
 QWEN25_TEXT: dict[str, dict[str, Any]] = {
-    "qwen2.5-0.5b": dict(_QWEN25_COMMON, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
-                         max_window_layers=21, tie_word_embeddings=True),
-    "qwen2.5-1.5b": dict(_QWEN25_COMMON, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
-                         max_window_layers=21, tie_word_embeddings=True),
-    "qwen2.5-3b": dict(_QWEN25_COMMON, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                       num_attention_heads=16, num_key_value_heads=2, vocab_size=151936,
-                       max_window_layers=70, tie_word_embeddings=True),
-    "qwen2.5-7b": dict(_QWEN25_COMMON, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-                       max_window_layers=28, tie_word_embeddings=False),
+    name: dict(_QWEN25_COMMON, **dict(zip(_QWEN25_FIELDS, row))) for name, row in _QWEN25_ROWS.items()
 }
 
 # The tiny model (a few MB, CPU-fast): 28 px images / patch 14 -> 4 image tokens.
@@ -191,7 +188,7 @@ class LlavaFAConfig(ShipsRemoteCode, LlavaConfig):
 
     # ---- presets ------------------------------------------------------------------------
     @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> "LlavaFAConfig":
+    def from_preset(cls, name: str, **overrides: Any) -> LlavaFAConfig:
         """Build a config from a named preset ("tiny", "qwen2.5-0.5b", "qwen2.5-1.5b", "qwen2.5-3b", "qwen2.5-7b").
 
         `overrides` are top-level config fields (e.g. `vision_feature_layer=-1`); nested dicts

@@ -30,7 +30,7 @@ from .fourier_integration import (
     replace_with_fourier_linear,
     unloaded_modules,
 )
-from .fourier_linear import is_fourier_linear
+from .fourier_linear import LEGACY_FACTOR_NAMES, is_fourier_linear
 from .native_remote_code import ship_with_remote_code
 
 logger = logging.get_logger(__name__)
@@ -92,6 +92,13 @@ class FourierApproxHfQuantizer(HfQuantizer):
     def get_quantize_ops(self) -> FourierQuantize:
         return FourierQuantize(self)
 
+    def get_weight_conversions(self) -> list[Any]:
+        """Load folders saved before the factor rename: `*.lora_l1` / `*.lora_l2` -> `*.lowrank_l1` / `*.lowrank_l2`."""
+        from transformers.core_model_loading import WeightRenaming
+
+        legacy = [WeightRenaming(old, new) for old, new in LEGACY_FACTOR_NAMES.items()] if self.pre_quantized else []
+        return [*super().get_weight_conversions(), *legacy]
+
     def _process_model_before_weight_loading(self, model, keep_in_fp32_modules: Optional[list[str]] = None,
                                              dtype: Optional[torch.dtype] = None,
                                              checkpoint_files: Optional[list[str]] = None, **kwargs: Any) -> None:
@@ -117,11 +124,20 @@ class FourierApproxHfQuantizer(HfQuantizer):
         if missing:
             raise ValueError(f"FourierApprox: the checkpoint has no dense weight for {len(missing)} module(s) to "
                              f"compress (e.g. {missing[:3]}); check that the checkpoint matches the model class.")
+        _forget_legacy_renamings(model)
         ship_with_remote_code(model.config)  # native classes (Qwen2, CLIP): saved folders load via remote code
         return model
 
     def _dequantize(self, model, dtype: Optional[torch.dtype] = None):
         return dequantize_model(model, dtype)
+
+
+def _forget_legacy_renamings(model) -> None:
+    """Saving reverts the renamings a load used: drop the legacy factor ones so a re-save writes the new names."""
+    conversions = getattr(model, "_weight_conversions", None)
+    if conversions:
+        legacy = [[old] for old in LEGACY_FACTOR_NAMES]
+        model._weight_conversions = [c for c in conversions if getattr(c, "_original_source_patterns", None) not in legacy]
 
 
 def register_fourier_approx() -> None:
