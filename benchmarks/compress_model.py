@@ -29,12 +29,13 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from results_io import RESULTS, write_atomic  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
+from llava_fa.fourier.settings import CODEBOOKS, DEFAULTS, SVD_METHODS  # noqa: E402
 from llava_fa.modeling.configuration_llava_fa import QWEN25_TEXT  # noqa: E402
 from llava_fa.quantization import FourierApproxConfig, compression_report, is_fourier_linear  # noqa: E402
-from results_io import RESULTS, write_atomic  # noqa: E402
 
 
 def folder_bytes(folder: Path) -> int:
@@ -57,7 +58,7 @@ def write_random_checkpoint(config: Qwen2Config, folder: Path, seed: int = 0) ->
     gen = torch.Generator().manual_seed(seed)
     weight_map, total = {}, 0
     folder.mkdir(parents=True, exist_ok=True)
-    for i, (group, names) in enumerate(sorted(groups.items())):
+    for i, (_group, names) in enumerate(sorted(groups.items())):
         shard = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
         tensors = {}
         for name in names:
@@ -87,13 +88,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default="qwen2.5-0.5b", choices=sorted(QWEN25_TEXT))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--layers", type=int, default=None, help="keep only this many decoder layers (quick runs)")
-    parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--amplitude-bits", type=int, default=3)
-    parser.add_argument("--phase-bits", type=int, default=5)
-    parser.add_argument("--group-size", type=int, default=64)
-    parser.add_argument("--svd-method", default="randomized", choices=["exact", "randomized"])
-    parser.add_argument("--codebook", default="lloyd", choices=["uniform", "lloyd", "vq"])
-    parser.add_argument("--max-iters", type=int, default=5)
+    parser.add_argument("--rank", type=int, default=DEFAULTS["rank"])
+    parser.add_argument("--amplitude-bits", type=int, default=DEFAULTS["amplitude_bits"])
+    parser.add_argument("--phase-bits", type=int, default=DEFAULTS["phase_bits"])
+    parser.add_argument("--group-size", type=int, default=DEFAULTS["group_size"])
+    parser.add_argument("--svd-method", default=DEFAULTS["svd_method"], choices=SVD_METHODS)
+    parser.add_argument("--codebook", default=DEFAULTS["codebook"], choices=CODEBOOKS)
+    parser.add_argument("--max-iters", type=int, default=DEFAULTS["max_iters"])
     parser.add_argument("--workdir", default=None, help="where to write the checkpoints (default: a temp dir)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = compression_report(model)
     model.save_pretrained(quant_dir)
     result = {
-        "preset": args.preset, "device": args.device, "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+        "preset": args.preset, "device": args.device,
+        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         "torch_threads": torch.get_num_threads(), "layers": config.num_hidden_layers,
         "settings": {k: v for k, v in qcfg.to_dict().items() if k in ("rank", "amplitude_bits", "phase_bits", "group_size",
                                                                       "svd_method", "max_iters", "transform", "codebook")},
