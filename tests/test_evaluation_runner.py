@@ -40,6 +40,9 @@ def test_evaluate_result_record(tiny, pope_dir):
     assert result["scores"] == TASKS["pope"].scorer(records, [p["prediction"] for p in result["predictions"]])
     assert result["scores"]["n"] == 5 and set(result["scores"]["per_category"]) == {"adversarial", "popular", "random"}
     json.dumps(result)  # serialisable as is
+    # the parent data_dir works too (data_dir/pope is found)
+    again = evaluate(model, processor, "pope", pope_dir.parent, limit=5, batch_size=5, max_new_tokens=4, progress=False)
+    assert again["predictions"] == result["predictions"] and again["data"] == str(pope_dir)
     assert processor.tokenizer.padding_side == "left"
 
 

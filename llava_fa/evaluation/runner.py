@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,9 @@ def evaluate(
     max_new_tokens: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Score ``model`` on ``task`` (a key of ``TASKS``) with the data at ``data`` (a task folder or file).
+    """Score ``model`` on ``task`` (a key of ``TASKS``) with the data at ``data``.
+
+    ``data``: the task's folder or file, or a data_dir holding ``<task folder>/`` (as ``evaluate_path``).
 
     Greedy decoding, ``batch_size`` prompts at a time with left padding; ``limit`` keeps the first
     rows only; ``max_new_tokens`` defaults to the task's (16). Returns the result dict described in
@@ -55,6 +58,8 @@ def evaluate(
     missing data.
     """
     spec = get_task(task)
+    if any(Path(data, name).is_dir() for name in (spec.name, spec.folder)):  # the data_dir of several tasks
+        data = find_task_data(spec, data)
     dataset = load_task_data(spec, data, limit=limit)
     n_new = spec.max_new_tokens if max_new_tokens is None else max_new_tokens
     prompts = [spec.prompt(r) for r in dataset.records]
