@@ -144,19 +144,11 @@ class LlavaFAConfig(ShipsRemoteCode, LlavaConfig):
 
     # ---- validation ---------------------------------------------------------------------
     def _validate(self) -> None:
-        if not isinstance(self.vision_config, CLIPVisionConfig):
-            raise TypeError(
-                f"LlavaFAConfig.vision_config must be a CLIPVisionConfig (or its dict), got "
-                f"{type(self.vision_config).__name__}."
-            )
+        # vision_config is always a CLIPVisionConfig here (the sub-config spec converts it), and transformers'
+        # strict fields already reject an unknown vision_feature_select_strategy.
         if not isinstance(self.text_config, Qwen2Config):
             raise TypeError(
                 f"LlavaFAConfig.text_config must be a Qwen2Config (or its dict), got {type(self.text_config).__name__}."
-            )
-        if self.vision_feature_select_strategy not in ("default", "full"):
-            raise ValueError(
-                f"vision_feature_select_strategy must be 'default' (drop CLS, as LLaVA) or 'full', got "
-                f"{self.vision_feature_select_strategy!r}."
             )
         n_states = self.vision_config.num_hidden_layers + 1  # embeddings + each layer
         layers = [self.vision_feature_layer] if isinstance(self.vision_feature_layer, int) else list(
