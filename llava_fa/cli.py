@@ -112,7 +112,7 @@ def _add(sub, name: str, help_: str, example: str, func: Callable[[argparse.Name
 # ----------------------------------------------------------------------------------------- compress
 def cmd_compress(args: argparse.Namespace) -> int:
     from llava_fa.hub.checkpoint import (atomic_output_dir, check_output_dir, copy_side_files, is_hub_id,
-                                         load_checkpoint, quant_method, resolve_checkpoint)
+                                         load_checkpoint, quant_method, resolve_checkpoint, save_processor)
 
     output = check_output_dir(args.output, args.overwrite)
     source = resolve_checkpoint(args.model)
@@ -150,6 +150,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     base_model = args.base_model or (args.model if is_hub_id(args.model) else None)
     with atomic_output_dir(output) as tmp:
         model.save_pretrained(tmp)
+        processor = save_processor(source, tmp, trust_remote_code=args.trust_remote_code)
         copied = copy_side_files(source, tmp)
         if not args.no_card:
             from llava_fa.hub.card import write_model_card
@@ -160,7 +161,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     report = compression_report(model)
     print(f"wrote {output}: {len(report.modules)} compressed modules, {report.bits_per_weight:.2f} bits per weight, "
           f"whole model x{report.model_ratio:.2f} vs dense bf16, mean relative error {report.mean_error:.4f}"
-          + (f"; copied {', '.join(copied)}" if copied else ""))
+          + (f"; {processor} saved" if processor else "") + (f"; copied {', '.join(copied)}" if copied else ""))
     if not args.no_card and not base_model:
         print(f"note: README.md has no base_model (MODEL is a local folder); run `{PROG} card {output} "
               f"--base-model ID` before pushing.", file=sys.stderr)

@@ -124,7 +124,8 @@ def test_compress_writes_checkpoint_card_and_side_files(compressed):
     folder = compressed.folder
     names = {p.name for p in folder.iterdir()}
     for required in ("config.json", "model.safetensors", "README.md", "tokenizer.json", "processor_config.json",
-                     "chat_template.jinja", "modeling_llava_fa.py", "configuration_llava_fa.py", "generation_config.json"):
+                     "chat_template.jinja", "modeling_llava_fa.py", "configuration_llava_fa.py", "generation_config.json",
+                     "processing_llava_fa.py"):
         assert required in names, required
     config = json.loads((folder / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "fourier_approx"
@@ -135,6 +136,7 @@ def test_compress_writes_checkpoint_card_and_side_files(compressed):
     # atomic write: no temporary folder left next to OUTPUT
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]
     assert "wrote" in compressed.stdout and "bits per weight" in compressed.stdout
+    assert "LlavaFAProcessor saved" in compressed.stdout
 
 
 def test_compress_honours_hf_progress_bar_switch(compressed):
@@ -437,3 +439,44 @@ def test_push_without_token_fails_before_any_request(compressed, monkeypatch, tm
         code, _, err = run(["push", str(compressed.folder), "me/x"], capsys)
     assert_one_line_error(code, err, "push", "no Hugging Face token", "hf auth login")
     assert hub.requests == [] and tree_state(compressed.folder) == before
+
+
+# ------------------------------------------------------------------------------------ eval -> card, real evaluator
+def test_eval_real_evaluator_then_card(compressed, tiny_folder, tmp_path, capsys):
+    """The real llava_fa.evaluation on a generated POPE fixture, its results on the card, then the fidelity run."""
+    from huggingface_hub import ModelCard
+
+    from llava_fa.evaluation.synthetic import write_synthetic_task
+
+    data = tmp_path / "data"
+    write_synthetic_task("pope", data / "pope", n=4)
+    results = tmp_path / "results.json"
+    code, out, err = run(["eval", str(compressed.folder), "--tasks", "pope", "--data", str(data), "--limit", "4",
+                          "--batch-size", "2", "--output", str(results), "--device", "cpu"], capsys)
+    assert code == 0, err
+    saved = json.loads(results.read_text())
+    pope = saved["results"]["pope"]
+    assert pope["n_samples"] == 4 and 0.0 <= pope["scores"]["accuracy"] <= 1.0
+    assert "predictions" not in json.loads(out)["results"]["pope"]  # printed summary only
+    fidelity = tmp_path / "fidelity.json"
+    code, out, err = run(["eval", str(compressed.folder), "--reference", str(tiny_folder), "--limit", "2",
+                          "--output", str(fidelity), "--device", "cpu"], capsys)
+    assert code == 0, err
+    agreement = json.loads(fidelity.read_text())["token_agreement"]
+    assert 0.0 <= agreement <= 1.0
+
+    folder = tmp_path / "c"
+    shutil.copytree(compressed.folder, folder)
+    code, _, err = run(["card", str(folder), "--base-model", BASE_MODEL, "--eval-results", str(results), str(fidelity)],
+                       capsys)
+    assert code == 0, err
+    card = ModelCard.load(folder / "README.md")
+    accuracy = next(r for r in card.data.eval_results if r.metric_type == "accuracy")
+    assert accuracy.dataset_name == "pope" and accuracy.metric_value == pope["scores"]["accuracy"]
+    assert f"token_agreement = {agreement:.4g}" in card.text
+
+
+def test_eval_real_evaluator_unknown_task(compressed, tmp_path, capsys):
+    code, _, err = run(["eval", str(compressed.folder), "--tasks", "pope,seedbench_video", "--data", str(tmp_path)],
+                       capsys)
+    assert_one_line_error(code, err, "eval", "unknown task(s) seedbench_video", "pope")

@@ -196,7 +196,7 @@ class EvalSummary:
 #: Agreement measures of `llava-fa eval --reference` shown on the card.
 FIDELITY_KEYS: tuple[str, ...] = ("token_agreement", "mean_kl", "n_prompts", "n_tokens")
 
-_META_KEYS = {"task", "name", "split", "n_samples", "num_samples", "samples", "n", "limit", "model", "version",
+_META_KEYS = {"n", "tp", "fp", "tn", "fn", "task", "name", "split", "n_samples", "num_samples", "samples", "n", "limit", "model", "version",
               "tool", "package_version", "llava_fa_version", "reference", "dataset", "time", "seconds", "created"}
 
 

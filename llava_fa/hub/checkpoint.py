@@ -23,8 +23,9 @@ from typing import Any, Iterator, Optional
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-#: Files `compress` never copies from the source folder (weights, index, our own card, checkpoint state).
-NOT_COPIED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".index.json", ".msgpack", ".h5")
+#: Files `compress` never copies from the source folder: weights, indexes, checkpoint state, and code (the
+#: remote code of the output is written fresh by `save_pretrained`, never copied from an older folder).
+NOT_COPIED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".index.json", ".msgpack", ".h5", ".py")
 
 
 class CheckpointError(ValueError):
@@ -114,10 +115,27 @@ def load_checkpoint(folder: str | os.PathLike, *, trust_remote_code: bool = Fals
     return cls.from_pretrained(folder, **kwargs).eval()
 
 
+def save_processor(src: str | os.PathLike, dest: str | os.PathLike, *, trust_remote_code: bool = False) -> Optional[str]:
+    """Re-save the processor (else the tokenizer) of `src` into `dest` with its own `save_pretrained`, so its
+    files and remote code are current; return the class name saved, or None when `src` has neither."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    for auto in (AutoProcessor, AutoTokenizer):
+        try:
+            obj = auto.from_pretrained(src, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if auto is AutoProcessor and not hasattr(obj, "save_pretrained"):
+            continue
+        obj.save_pretrained(dest)
+        return type(obj).__name__
+    return None
+
+
 def copy_side_files(src: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
     """Copy the top-level files of `src` that `dest` lacks (tokenizer, processor, chat template, ...).
 
-    Weights, indexes and ``README.md`` are never copied (the card is written for the new folder).
+    Weights, indexes, code and ``README.md`` are never copied (the card is written for the new folder).
     Returns the copied names.
     """
     src, dest = Path(src), Path(dest)
@@ -176,5 +194,5 @@ def atomic_output_dir(output: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["CheckpointError", "atomic_output_dir", "check_output_dir", "copy_side_files", "is_hub_id",
+__all__ = ["CheckpointError", "atomic_output_dir", "check_output_dir", "copy_side_files", "is_hub_id", "save_processor",
            "load_checkpoint", "model_class_for", "quant_method", "read_config", "resolve_checkpoint"]
