@@ -248,3 +248,33 @@ def test_bad_input(folder, tmp_path):
     with pytest.raises(ValueError, match="mixed-adapter"):
         layer = next(iter(_fourier_layers(peft_model).values()))
         layer(torch.zeros(1, layer.in_features), adapter_names=["default"])
+
+
+def test_dtype_cast_keeps_adapter_factors_float32(folder, inputs):
+    peft_model = get_fourier_peft_model(load_compressed(folder))
+    _perturb(peft_model)
+    expected = _logits(peft_model, inputs)
+    factors = {n: p.detach().clone() for n, p in peft_model.named_parameters() if ".fourier_l" in n}
+    peft_model.to(torch.bfloat16)
+    after = dict(peft_model.named_parameters())
+    assert all(after[n].dtype == torch.float32 and torch.equal(after[n], v) for n, v in factors.items())
+    assert peft_model.get_base_model().lm_head.weight.dtype == torch.bfloat16
+    cast = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in inputs.items()}
+    logits = _logits(peft_model, cast).float()
+    assert torch.isfinite(logits).all()
+    assert (logits - expected).abs().max() < 0.1 * expected.abs().max()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_autocast_training_step(folder, inputs):
+    peft_model = get_fourier_peft_model(load_compressed(folder)).cuda().train()
+    batch = {k: v.cuda() for k, v in inputs.items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = peft_model(**batch, labels=batch["input_ids"]).loss
+    loss.backward()
+    grads = [p.grad for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert grads and all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    with torch.no_grad():
+        reference = load_compressed(folder).cuda()(**batch).logits
+        assert torch.equal(peft_model.eval()(**batch).logits, reference) or not layer_forward_is_kernel()

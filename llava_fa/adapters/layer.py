@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -184,6 +184,26 @@ class FourierLoraLayer(nn.Module, LoraLayer):
         self.fan_in_fan_out = False
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, r, lora_alpha=lora_alpha, config=config)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> FourierLoraLayer:
+        """Move like any module, but keep the adapter factors float32: dtype casts (``.to(torch.bfloat16)``,
+        ``bf16_full_eval``) reach the rest, only the device that `fn` picks is applied to the factors."""
+        held = []
+        for container in (self.fourier_l1, self.fourier_l2):
+            for key, param in list(container._parameters.items()):
+                held.append((container, key, param))
+                container._parameters[key] = None  # nn.Module._apply skips None entries
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            for container, key, param in held:
+                if param is not None and not param.is_meta:
+                    with torch.no_grad():
+                        device = fn(param.detach()[:0]).device
+                    if device != param.device:
+                        param.data = param.data.to(device)
+                container._parameters[key] = param
+        return self
 
     # ----- peft hooks ------------------------------------------------------------------------
     def _get_in_out_features(self, module: nn.Module) -> tuple[int, int]:
