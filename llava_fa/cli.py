@@ -155,7 +155,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         if not args.no_card:
             from llava_fa.hub.card import write_model_card
 
-            write_model_card(tmp, model, base_model=base_model, license=args.license)
+            write_model_card(tmp, model, base_model=base_model, license=args.license, model_name=output.name)
     from llava_fa.quantization import compression_report
 
     report = compression_report(model)

@@ -133,6 +133,7 @@ def test_compress_writes_checkpoint_card_and_side_files(compressed):
     assert "AutoModelForImageTextToText" in config["auto_map"]
     meta = check_model_card(folder / "README.md")
     assert meta["base_model"] == BASE_MODEL and meta["base_model_relation"] == "quantized"
+    assert meta["model_name"] == folder.name and f"# {folder.name}\n" in (folder / "README.md").read_text()
     # atomic write: no temporary folder left next to OUTPUT
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]
     assert "wrote" in compressed.stdout and "bits per weight" in compressed.stdout
@@ -480,3 +481,43 @@ def test_eval_real_evaluator_unknown_task(compressed, tmp_path, capsys):
     code, _, err = run(["eval", str(compressed.folder), "--tasks", "pope,seedbench_video", "--data", str(tmp_path)],
                        capsys)
     assert_one_line_error(code, err, "eval", "unknown task(s) seedbench_video", "pope")
+
+
+# ------------------------------------------------------------------------------------ a Hub id, a text-only model
+def test_compress_hub_id_of_a_text_only_model(tmp_path, capsys):
+    """MODEL as a Hub id (served by the fake Hub): downloaded, compressed; the card names it as base model,
+    copies its license, and says text-generation; the folder ships the quantizer as remote code."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from fake_hub import FakeHub
+    from llava_fa.hub.card import check_model_card
+    from llava_fa.testing import build_tiny_tokenizer
+
+    source = tmp_path / "qwen"
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(source)
+    build_tiny_tokenizer().save_pretrained(source)
+    (source / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny qwen\n")
+    hub = FakeHub()
+    hub.repos["org/qwen-tiny"] = {"main": {p.name: p.read_bytes() for p in source.iterdir()}}
+    hub.private["org/qwen-tiny"] = False
+    out = tmp_path / "qwen-fourier"
+    with hub.install(cache_dir=str(tmp_path / "cache")):
+        code, stdout, err = run(["compress", "org/qwen-tiny", str(out), *FAST_FLAGS], capsys)
+    assert code == 0, err
+    assert "Qwen2Tokenizer saved" in stdout
+    meta = check_model_card(out / "README.md")
+    assert meta["base_model"] == "org/qwen-tiny" and meta["license"] == "apache-2.0"
+    assert meta["pipeline_tag"] == "text-generation"
+    names = {p.name for p in out.iterdir()}
+    assert {"configuration_fourier_approx.py", "fourier_linear.py", "tokenizer.json"} <= names
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "fourier_approx"
+    code, stdout, err = run(["report", str(out)], capsys)
+    assert code == 0 and "lm_head" in stdout and "model" in stdout
+
+
+def test_compress_unreachable_hub_id_fails(tmp_path, capsys):
+    code, _, err = run(["compress", "org/not-cached", str(tmp_path / "o")], capsys)  # offline in tests
+    assert_one_line_error(code, err, "compress", "org/not-cached", "could not be fetched from the Hub")

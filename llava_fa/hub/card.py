@@ -418,6 +418,7 @@ def build_model_card(
     quantized_by: Optional[str] = None,
     speed: Optional[dict[str, Any]] = None,
     report: Any = None,
+    model_name: Optional[str] = None,
 ) -> ModelCard:
     """Render the card of a compressed `model` (holding FourierLinear modules).
 
@@ -425,7 +426,8 @@ def build_model_card(
     `eval_results`: output of `llava-fa eval` (path or object, see :func:`load_eval_results`).
     `license`: default `base_model_license(base_model)`. `repo_id`: where the card will live (used in the
     code snippets; default ``<user>/<folder name>``). `folder`: the saved checkpoint (for on-disk sizes).
-    `speed`: measured figures ``{"hardware": ..., quantity: value}``. Raises `ValueError` if `model` is not compressed.
+    `speed`: measured figures ``{"hardware": ..., quantity: value}``. `model_name`: the card's title and
+    model-index name (default: the repo name, else the folder name). Raises `ValueError` if `model` is not compressed.
     """
     from llava_fa import __version__
     from llava_fa.quantization import compression_report
@@ -439,7 +441,8 @@ def build_model_card(
     sizes = size_by_part(model, report)
     parts = [s.part for s in sizes[:-1] if s.modules]
     tag = pipeline_tag_for(model)
-    name = repo_id.split("/")[-1] if repo_id else (Path(folder).name if folder else f"{type(model).__name__}-fourier")
+    name = model_name or (repo_id.split("/")[-1] if repo_id else
+                          Path(folder).name if folder else f"{type(model).__name__}-fourier")
     repo_id = repo_id or f"<user>/{name}"
     if license is None and base_model:
         license = base_model_license(base_model)
