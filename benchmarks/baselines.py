@@ -103,6 +103,63 @@ def spatial_pairs(w: torch.Tensor, codebook: str = "vq", amplitude_bits: int = 3
     return w_hat, codes.nbits()
 
 
+def gptq(w: torch.Tensor, sigma: torch.Tensor, bits: int = 4, group: int = 128, damp: float = 0.01,
+         block: int = 128, act_order: bool = False) -> tuple[torch.Tensor, int]:
+    """GPTQ (Frantar et al. 2022): asymmetric ``bits``-bit RTN grid, float16 scale and zero per ``group``.
+
+    Columns are rounded one at a time and each rounding error is moved onto the not-yet-rounded
+    columns through the upper Cholesky factor of ``H^-1`` (``H = sigma + damp * mean(diag) I``,
+    ``sigma = E[x x^T]`` of the calibration inputs), with lazy block updates. Without ``act_order``
+    group scales are fitted on the updated weights when a group starts (the reference default);
+    with it columns go by decreasing ``diag(H)`` and scales come from the original groups.
+    """
+    w = w.float()
+    m, n = w.shape
+    if n % group:
+        raise ValueError(f"group={group} must divide in_features={n}")
+    levels = 2**bits - 1
+    work = w.clone()
+    h = sigma.float().clone()
+    dead = torch.diagonal(h) <= 0
+    h[dead, dead] = 1.0
+    work[:, dead] = 0.0
+    perm = torch.argsort(torch.diagonal(h), descending=True) if act_order else torch.arange(n)
+    work, h = work[:, perm], h[perm][:, perm]
+    torch.diagonal(h).add_(damp * float(torch.diagonal(h).mean()))
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+
+    def fit(cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lo, hi = cols.amin(1), cols.amax(1)
+        scale = ((hi - lo) / levels).clamp_min(1e-12).half().float()
+        return scale, torch.round(-lo / scale).clamp(0, levels)
+
+    static = None
+    if act_order:
+        static = [fit(w[:, g : g + group]) for g in range(0, n, group)]
+    q_all = torch.zeros_like(work)
+    scale = zero = None
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        blk = work[:, start:stop].clone()
+        errs = torch.zeros_like(blk)
+        for j in range(stop - start):
+            col = start + j
+            if static is not None:
+                scale, zero = static[int(perm[col]) // group]
+            elif col % group == 0:
+                scale, zero = fit(work[:, col : col + group] if j == 0 else
+                                  torch.cat([blk[:, j:], work[:, stop:]], 1)[:, :group])
+            q = (torch.clamp(torch.round(blk[:, j] / scale) + zero, 0, levels) - zero) * scale
+            q_all[:, col] = q
+            err = (blk[:, j] - q) / u[col, col]
+            blk[:, j + 1 :] -= err.unsqueeze(1) * u[col, col + 1 : stop].unsqueeze(0)
+            errs[:, j] = err
+        work[:, stop:] -= errs @ u[start:stop, stop:]
+    w_hat = torch.empty_like(q_all)
+    w_hat[:, perm] = q_all
+    return w_hat, w.numel() * bits + (w.numel() // group) * 32
+
+
 def with_channel_scale(quantize: Quantizer, scale: torch.Tensor) -> Quantizer:
     """Activation-aware wrapper: quantise ``W diag(d)``, return ``W_hat = Q diag(1/d)`` (+16 bits per channel)."""
 
