@@ -242,6 +242,9 @@ def test_bad_input(folder, tmp_path):
         get_fourier_peft_model(build_tiny_llava_fa(0)[0])
     with pytest.raises(ValueError, match="adapter_config.json"):
         load_fourier_adapter(load_compressed(folder), tmp_path)
+    with_projector = get_fourier_peft_model(load_compressed(folder), modules_to_save=["multi_modal_projector"])
+    with pytest.raises(ValueError, match="modules_to_save"):
+        export_real_lora(with_projector, tmp_path / "real")
     peft_model = get_fourier_peft_model(load_compressed(folder))
     with pytest.raises(TypeError, match="PeftModel"):
         get_fourier_peft_model(peft_model)

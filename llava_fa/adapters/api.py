@@ -21,6 +21,7 @@ from typing import Any, Iterable, Literal, Optional, Union
 
 import torch
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from peft.utils import ModulesToSaveWrapper
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -200,6 +201,10 @@ def export_real_lora(peft_model: PeftModel, out_dir: Union[str, os.PathLike], *,
     if adapter not in peft_model.peft_config:
         raise ValueError(f"adapter {adapter!r} not found; the model has {list(peft_model.peft_config)}.")
     base_model = peft_model.get_base_model()
+    for name, module in base_model.named_modules():
+        if isinstance(module, ModulesToSaveWrapper) and any(is_fourier_module(m) for m in module.modules()):
+            raise ValueError(f"export_real_lora: modules_to_save {name!r} holds FourierLinear modules, which a dense "
+                             f"model cannot load; keep that module dense or train it as adapter targets (`parts=`).")
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
     for name, layer in base_model.named_modules():
