@@ -47,7 +47,7 @@ PREP_MAX_BATCH = 16
 #: (tests: far fewer compilations).
 AUTOTUNE = os.environ.get("LLAVA_FA_AUTOTUNE", "1") != "0"
 #: Batch rows at or above which `lut_linear` dequantises W' once and calls cuBLAS (None: never).
-DEQUANT_MIN_BATCH: Optional[int] = None
+DEQUANT_MIN_BATCH: Optional[int] = 5
 
 
 def interpreting() -> bool:
@@ -112,30 +112,51 @@ if TRITON_AVAILABLE:
         return wre, wim
 
     @triton.jit
-    def _lut_gemv_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, levels_ptr, scales_ptr, t_ptr, stride_tm, c_ptr, bias_ptr,
-                         y_ptr, stride_ym, M, N, n_cols, nyq_col, M_BUCKET, group_len: tl.constexpr,
-                         HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr, POLAR: tl.constexpr,
-                         PHASE_BITS: tl.constexpr, HAS_LR: tl.constexpr, R2: tl.constexpr,
+    def _lowrank_bias_store(acc, rm, rn, mask_m, mask_n, t_ptr, stride_tm, c_ptr, bias_ptr, y_ptr, stride_ym,
+                            HAS_LR: tl.constexpr, R2: tl.constexpr, R2P: tl.constexpr, HAS_BIAS: tl.constexpr):
+        # epilogue of the CUDA-core kernels: + t C^T (fp32), + bias, cast, store
+        if HAS_LR:
+            rr = tl.arange(0, R2P)
+            mask_r = rr < R2
+            tt = tl.load(t_ptr + rm.to(tl.int64)[:, None] * stride_tm + rr[None, :],
+                         mask=mask_m[:, None] & mask_r[None, :], other=0.0)
+            cc = tl.load(c_ptr + rn.to(tl.int64)[:, None] * R2 + rr[None, :],
+                         mask=mask_n[:, None] & mask_r[None, :], other=0.0)
+            acc += tl.sum(tt[:, None, :] * cc[None, :, :], axis=2)
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rn, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+        dst = y_ptr + rm.to(tl.int64)[:, None] * stride_ym + rn[None, :]
+        tl.store(dst, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+    @triton.jit
+    def _lut_gemv_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, levels_ptr, scales_ptr, t_ptr, stride_tm, c_ptr,
+                         bias_ptr, y_ptr, stride_ym, p_ptr, M, N, n_cols, nyq_col, M_BUCKET,
+                         group_len: tl.constexpr, HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr,
+                         POLAR: tl.constexpr, PHASE_BITS: tl.constexpr, HAS_LR: tl.constexpr, R2: tl.constexpr,
                          R2P: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                         BLOCK_K: tl.constexpr):
-        # CUDA-core GEMV for a few rows: fp32 products accumulated in a (BLOCK_M, BLOCK_N, BLOCK_K) register
-        # tile, reduced over K once at the end.
+                         BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
+        # CUDA-core GEMV for a few rows, split over K: program (m, n, s) covers the s-th of SPLIT column ranges;
+        # with SPLIT > 1 it writes fp32 partials to p (SPLIT, M, N) for _splitk_reduce_kernel.
         pid_m = tl.program_id(0)
         pid_n = tl.program_id(1)
+        pid_s = tl.program_id(2)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_m = rm < M
         mask_n = rn < N
         x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
-        w_rows = rn.to(tl.int64)[:, None] * n_cols
+        w_rows = rn[:, None] * n_cols
         if HAS_NYQ:
             nyq = tl.load(x_ptr + rm.to(tl.int64) * stride_xm + 2 * nyq_col, mask=mask_m, other=0.0)
         else:
             nyq = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), dtype=tl.float32)
-        for k0 in range(0, n_cols, BLOCK_K):
+        span = tl.cdiv(tl.cdiv(n_cols, SPLIT), BLOCK_K) * BLOCK_K
+        k_start = pid_s * span
+        k_end = tl.minimum(k_start + span, n_cols)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(k_start, k_end, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
-            mask_k = rk < n_cols
+            mask_k = rk < k_end
             xm = mask_m[:, None] & mask_k[None, :]
             xre = tl.load(x_rows + 2 * rk[None, :], mask=xm, other=0.0)
             xim = tl.load(x_rows + 2 * rk[None, :] + 1, mask=xm, other=0.0)
@@ -146,21 +167,31 @@ if TRITON_AVAILABLE:
             code = tl.load(codes_ptr + w_rows + rk[None, :], mask=wm, other=0).to(tl.int32)
             wre, wim = _lookup(code, table_ptr, levels_ptr, TABLE_F32, POLAR, PHASE_BITS)
             sc = tl.load(scales_ptr + (w_rows + rk[None, :]) // group_len, mask=wm, other=0.0).to(tl.float32)
-            prod = xre[:, None, :] * wre[None, :, :] + xim[:, None, :] * wim[None, :, :]
-            acc += prod * sc[None, :, :]
-        out = tl.sum(acc, axis=2)
-        if HAS_LR:
-            rr = tl.arange(0, R2P)
-            mask_r = rr < R2
-            tt = tl.load(t_ptr + rm.to(tl.int64)[:, None] * stride_tm + rr[None, :],
-                         mask=mask_m[:, None] & mask_r[None, :], other=0.0)
-            cc = tl.load(c_ptr + rn.to(tl.int64)[:, None] * R2 + rr[None, :],
-                         mask=mask_n[:, None] & mask_r[None, :], other=0.0)
-            out += tl.sum(tt[:, None, :] * cc[None, :, :], axis=2)
-        if HAS_BIAS:
-            out += tl.load(bias_ptr + rn, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-        dst = y_ptr + rm.to(tl.int64)[:, None] * stride_ym + rn[None, :]
-        tl.store(dst, out.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+            prod = xre[:, None, :] * (wre * sc)[None, :, :] + xim[:, None, :] * (wim * sc)[None, :, :]
+            acc += tl.sum(prod, axis=2)
+        if SPLIT == 1:
+            _lowrank_bias_store(acc, rm, rn, mask_m, mask_n, t_ptr, stride_tm, c_ptr, bias_ptr, y_ptr, stride_ym,
+                                HAS_LR, R2, R2P, HAS_BIAS)
+        else:
+            part = p_ptr + (pid_s * M + rm.to(tl.int64))[:, None] * N + rn[None, :]
+            tl.store(part, acc, mask=mask_m[:, None] & mask_n[None, :])
+
+    @triton.jit
+    def _splitk_reduce_kernel(p_ptr, t_ptr, stride_tm, c_ptr, bias_ptr, y_ptr, stride_ym, M, N,
+                              SPLIT: tl.constexpr, HAS_LR: tl.constexpr, R2: tl.constexpr, R2P: tl.constexpr,
+                              HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        pid_m = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_m = rm < M
+        mask_n = rn < N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for s in tl.static_range(SPLIT):
+            acc += tl.load(p_ptr + (s * M + rm.to(tl.int64))[:, None] * N + rn[None, :],
+                           mask=mask_m[:, None] & mask_n[None, :], other=0.0)
+        _lowrank_bias_store(acc, rm, rn, mask_m, mask_n, t_ptr, stride_tm, c_ptr, bias_ptr, y_ptr, stride_ym,
+                            HAS_LR, R2, R2P, HAS_BIAS)
 
     @triton.jit
     def _lut_gemm_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, levels_ptr, scales_ptr, t_ptr, stride_tm, c_ptr, bias_ptr,
@@ -233,7 +264,7 @@ if TRITON_AVAILABLE:
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
         wm = (rn < N)[:, None] & (rk < n_cols)[None, :]
-        idx = rn.to(tl.int64)[:, None] * n_cols + rk[None, :]
+        idx = rn[:, None] * n_cols + rk[None, :]
         code = tl.load(codes_ptr + idx, mask=wm, other=0).to(tl.int32)
         wre, wim = _lookup(code, table_ptr, levels_ptr, False, POLAR, PHASE_BITS)
         sc = tl.load(scales_ptr + idx // group_len, mask=wm, other=0.0).to(tl.float32)
@@ -286,15 +317,16 @@ if TRITON_AVAILABLE:
 
     def _gemv_configs() -> list:
         out = []
-        for bn, bk, warps, stages in [(8, 128, 2, 3), (8, 256, 4, 3), (16, 64, 4, 3), (16, 128, 4, 3),
-                                      (16, 128, 4, 4), (32, 64, 4, 3), (32, 128, 8, 3), (64, 64, 8, 3)]:
-            out.append(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages))
+        for bn, bk, warps, split in [(16, 256, 4, 1), (16, 256, 4, 4), (16, 256, 4, 8), (32, 256, 8, 2),
+                                     (32, 256, 8, 4), (16, 512, 8, 4), (64, 128, 8, 4), (32, 128, 4, 8),
+                                     (8, 512, 4, 8), (32, 512, 8, 8)]:
+            out.append(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT": split}, num_warps=warps, num_stages=2))
         return out
 
     def _gemv_prune(configs, named_args, **kwargs):
         bm = kwargs.get("BLOCK_M", named_args.get("BLOCK_M", 1))
         keep = [c for c in configs
-                if bm * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 64 * 32 * c.num_warps]
+                if bm * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 128 * 32 * c.num_warps]
         return keep or configs[:1]
 
     _lut_gemv_tuned = triton.autotune(configs=_gemv_configs(), key=["M_BUCKET", "N", "n_cols", "HAS_LR", "TABLE_F32"],
@@ -304,7 +336,9 @@ if TRITON_AVAILABLE:
                                       prune_configs_by={"early_config_prune": _prune})(_lut_gemm_kernel)
 
 
-_GEMV_DEFAULT = {"BLOCK_N": 16, "BLOCK_K": 128, "num_warps": 4, "num_stages": 3}
+_GEMV_DEFAULT = {"BLOCK_N": 16, "BLOCK_K": 256, "SPLIT": 4, "num_warps": 4, "num_stages": 2}
+#: Largest SPLIT of the GEMV configs (size of the partial-sum buffer).
+_MAX_SPLIT = 8
 _GEMM_F32_DEFAULT = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
 _GEMM_DEFAULT = {16: {"BLOCK_M": 16, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
                  64: {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
@@ -374,6 +408,8 @@ def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tens
     n_cols = n // 2 if n % 2 == 0 else (n + 1) // 2
     if codes.numel() < out_features * n_cols:
         raise ValueError(f"lut_linear: {codes.numel()} codes cannot hold {out_features} x {n_cols} coefficients")
+    if codes.numel() >= 2**31:
+        raise ValueError(f"lut_linear: {codes.numel()} codes exceed the kernels' int32 indexing; split the layer")
     y = torch.empty(m_rows, out_features, device=uv.device, dtype=out_dtype)
     if m_rows == 0 or out_features == 0:
         return y
@@ -396,17 +432,24 @@ def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tens
                 R2P=max(16, triton.next_power_of_2(max(r2, 1))), HAS_BIAS=bias is not None)
     if m_rows <= GEMV_MAX_BATCH:
         bm = triton.next_power_of_2(m_rows)
-        args = args[:-1] + (bm,)  # the tuning bucket is the row block itself
+        partials = torch.empty(_MAX_SPLIT, m_rows, out_features, device=uv.device, dtype=torch.float32)
+        args = args[:-5] + (partials,) + args[-5:-1] + (bm,)  # the tuning bucket is the row block itself
         if config is None and (interpreting() or not AUTOTUNE):
-            config = {"BLOCK_N": 16, "BLOCK_K": 64} if interpreting() else dict(_GEMV_DEFAULT)
+            config = {"BLOCK_N": 16, "BLOCK_K": 64, "SPLIT": 2} if interpreting() else dict(_GEMV_DEFAULT)
         if config is not None:
             cfg = dict(config)
-            bn = cfg.pop("BLOCK_N")
-            grid = (triton.cdiv(m_rows, bm), triton.cdiv(out_features, bn))
-            _lut_gemv_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, **cfg)
+            bn, split = cfg.pop("BLOCK_N"), cfg.pop("SPLIT", 1)
+            grid = (triton.cdiv(m_rows, bm), triton.cdiv(out_features, bn), split)
+            _lut_gemv_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, SPLIT=split, **cfg)
         else:
-            grid = lambda c: (triton.cdiv(m_rows, bm), triton.cdiv(out_features, c["BLOCK_N"]))  # noqa: E731
+            grid = lambda c: (triton.cdiv(m_rows, bm), triton.cdiv(out_features, c["BLOCK_N"]), c["SPLIT"])  # noqa: E731
             _lut_gemv_tuned[grid](*args, **meta, BLOCK_M=bm)
+            split = _lut_gemv_tuned.best_config.kwargs["SPLIT"]
+        if split > 1:
+            grid = (triton.cdiv(m_rows, bm), triton.cdiv(out_features, 256))
+            _splitk_reduce_kernel[grid](partials, t_arg, t_arg.stride(0), c_arg, bias_arg, y, y.stride(0), m_rows,
+                                        out_features, SPLIT=split, HAS_LR=has_lr, R2=meta["R2"], R2P=meta["R2P"],
+                                        HAS_BIAS=bias is not None, BLOCK_M=bm, BLOCK_N=256, num_warps=4)
         return y
     block_k, aligned = _block_k(n_cols, group_len)
     meta.update(ALIGNED=aligned, DOT_F32=dot_f32, HALF=tl.float16 if interpreting() else tl.bfloat16, BLOCK_K=block_k)
