@@ -4,7 +4,8 @@ Subcommands: ``compress``, ``calibrate``, ``report``, ``card``, ``push``, ``eval
 with status 1 (2 for argument errors, argparse's convention) and one line on stderr,
 ``llava-fa <command>: error: <reason>``; ``--debug`` (before the subcommand) shows the traceback
 instead. Progress bars follow ``HF_HUB_DISABLE_PROGRESS_BARS`` (also for the compression bar).
-Heavy imports (torch, transformers) happen inside the subcommands, so ``--help`` is fast.
+The compression flags' defaults are read from ``FourierApproxConfig`` when the parser is built; the
+other heavy imports (models, datasets, huggingface_hub uploads) happen inside the subcommands.
 """
 
 from __future__ import annotations
