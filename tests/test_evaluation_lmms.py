@@ -127,3 +127,34 @@ def test_cli_with_entry_point(setup):
     # lmms-eval exits 0 even when evaluation fails: the results file is the real check
     assert proc.returncode == 0 and results, proc.stderr[-3000:]
     assert "pope_accuracy,none" in json.loads(Path(results[0]).read_text())["results"][TASK]
+
+
+VQA_STRINGS = ["Two dogs.", "The Left-Hand", "It's", "dont", "3.5", "yes!", "10,000", "a  cat\n", "None", "coca-cola, inc",
+               "R&B", "an apple; a pear", "whats up?", "Youre (right)", "1,2 and 3", "e.g. that", "...", "", "50%",
+               "don't stop-believing", "ten, eleven", "the 'quoted' one", "a/b", "x_y", "<tag>", "@home", "C++"]
+
+
+def test_vqa_normalisation_matches_lmms_eval_reference():
+    from lmms_eval.tasks._task_utils.vqa_eval_metric import EvalAIAnswerProcessor
+    from lmms_eval.tasks.textvqa.utils import textvqa_process_results
+
+    from llava_fa.evaluation.normalize import normalize_vqa_answer
+    from llava_fa.evaluation.scorers import vqa_accuracy
+
+    reference = EvalAIAnswerProcessor()
+    assert [normalize_vqa_answer(s) for s in VQA_STRINGS] == [reference(s) for s in VQA_STRINGS]
+    answers = ["two", "2", "2", "Two.", "3", "three", "the 3", "4", "coca-cola", "coca cola"]
+    for prediction in ["2", "Three", "4", "coca cola", "five"]:
+        theirs = textvqa_process_results({"question_id": 0, "answers": list(answers)}, [prediction])["exact_match"]
+        assert vqa_accuracy(prediction, answers) == pytest.approx(theirs)
+
+
+def test_mme_parsing_differs_from_lmms_eval_only_on_single_letters():
+    from lmms_eval.tasks.mme.utils import parse_pred_ans
+
+    from llava_fa.evaluation.normalize import parse_mme_answer
+
+    same = ["Yes", "No.", "yes, it is", "nope", "none", "maybe", "The answer is no", "NO", "Yes."]
+    assert [parse_mme_answer(s) for s in same] == [parse_pred_ans(s) for s in same]
+    # the official MME script has no single-letter rule; lmms-eval reads "y"/"n" as yes/no
+    assert (parse_mme_answer("y"), parse_pred_ans("y")) == ("other", "yes")

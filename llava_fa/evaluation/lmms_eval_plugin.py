@@ -12,8 +12,9 @@ tasks=[...])``. This module imports lmms-eval; ``llava_fa.evaluation`` never imp
 
 Scoring differences to keep in mind: these numbers are lmms-eval's. Its POPE ``pope_yes_ratio``
 is the share of *ground-truth* yes (0.5 on balanced POPE whatever the model answers) and its
-POPE accuracy/precision/recall count only an exact "yes"/"no" (so "No." is a non-answer), and its
-GQA match removes all punctuation. ``llava-fa eval`` (``llava_fa.evaluation.evaluate``) reports
+POPE accuracy/precision/recall count only an exact "yes"/"no" (so "No." is a non-answer), its
+``pope`` task pools the three categories, its GQA match removes all punctuation and its MME
+parser reads a bare "y"/"n" as yes/no. ``llava-fa eval`` (``llava_fa.evaluation.evaluate``) reports
 LLaVA's rules instead: the predicted yes-ratio, LLaVA's yes/no parsing, per-category POPE means.
 """
 

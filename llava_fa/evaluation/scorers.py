@@ -11,6 +11,8 @@ Where lmms-eval 0.7.3 scores differently, these scorers follow LLaVA / the offic
   ground truth, 0.5 on balanced POPE), and metrics are computed per category, then averaged.
 * GQA: LLaVA's normalisation (strip, trailing ".", lowercase) then exact match (lmms-eval removes
   all punctuation).
+* MME: the official parsing; lmms-eval also reads a bare "y" / "n" as yes / no.
+* TextVQA / VizWiz: the same VQA accuracy as lmms-eval (checked against it where it is installed).
 """
 
 from __future__ import annotations
