@@ -253,6 +253,23 @@ def test_bad_input(folder, tmp_path):
         layer(torch.zeros(1, layer.in_features), adapter_names=["default"])
 
 
+def test_scaling_is_folded_into_the_copied_factors(folder, inputs):
+    reference = _logits(load_compressed(folder), inputs)
+    peft_model = get_fourier_peft_model(load_compressed(folder), lora_alpha=4)  # scaling 2 (rank 2), 4 (rank 1)
+    layers = _fourier_layers(peft_model)
+    assert {layer.scaling["default"] for layer in layers.values()} == {2.0, 4.0}
+    layer = layers["base_model.model.model.language_model.layers.0.mlp.up_proj"]
+    base_l1, _ = base_factors(layer.get_base_layer())
+    assert torch.equal(layer.fourier_l1["default"] * 2.0, base_l1)  # power-of-two scaling: exact copy
+    torch.testing.assert_close(_logits(peft_model, inputs), reference, rtol=1e-5, atol=1e-5)
+    _perturb(peft_model)
+    expected = _logits(peft_model, inputs)
+    merged = peft_model.merge_and_unload()
+    torch.testing.assert_close(_logits(merged, inputs), expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(base_factors(merged.model.language_model.layers[0].mlp.up_proj)[0],
+                       2.0 * layer.fourier_l1["default"].detach())
+
+
 def test_dtype_cast_keeps_adapter_factors_float32(folder, inputs):
     peft_model = get_fourier_peft_model(load_compressed(folder))
     _perturb(peft_model)

@@ -7,7 +7,6 @@
 """
 
 from .api import (
-    adapter_folder_summary,
     dequantize_codes_only,
     export_real_lora,
     fourier_lora_config,
@@ -19,7 +18,6 @@ from .registration import fourier_linear_classes, register_fourier_layers, unuse
 
 __all__ = [
     "FourierLoraLayer",
-    "adapter_folder_summary",
     "dequantize_codes_only",
     "export_real_lora",
     "fourier_linear_classes",

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -243,13 +242,5 @@ def export_real_lora(peft_model: PeftModel, out_dir: Union[str, os.PathLike], *,
     return out
 
 
-def adapter_folder_summary(path: Union[str, os.PathLike]) -> dict[str, Any]:
-    """Files of an adapter folder with their sizes in bytes and its config's rank/targets (for reports)."""
-    path = Path(path)
-    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.is_file()}
-    config = json.loads((path / ADAPTER_CONFIG).read_text()) if (path / ADAPTER_CONFIG).is_file() else {}
-    return {"files": files, "r": config.get("r"), "n_targets": len(config.get("target_modules") or [])}
-
-
 __all__ = ["dequantize_codes_only", "export_real_lora", "fourier_lora_config", "get_fourier_peft_model",
-           "load_fourier_adapter", "adapter_folder_summary"]
+           "load_fourier_adapter"]
