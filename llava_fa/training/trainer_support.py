@@ -17,7 +17,7 @@
   ``find_unused_parameters=False``.
 * `frozen_state(model)` / `check_frozen_unchanged(before, model)` / `FrozenCodesCallback`: the codes,
   scales, tables and input scales must stay bit-identical through training.
-* `local_device_map()`: ``{"": LOCAL_RANK}`` for quantize-on-load under torchrun (one GPU per rank).
+* `local_device_map()`: ``{"": LOCAL_RANK}`` under torchrun (one GPU per rank), ``{"": "cpu"}`` without CUDA.
 """
 
 from __future__ import annotations
@@ -53,10 +53,12 @@ def fourier_training_arguments(output_dir: str, **kwargs: Any) -> TrainingArgume
 
 
 def local_device_map() -> dict[str, Any]:
-    """``device_map`` for quantize-on-load in a distributed run: this rank's GPU (``LOCAL_RANK``), else CPU.
+    """``device_map`` for a distributed run: this rank's GPU (``LOCAL_RANK``), else the CPU.
 
-    transformers' default (and `FourierApproxHfQuantizer.update_device_map`) uses
-    ``torch.cuda.current_device()``, which is 0 on every rank before the process group sets the device.
+    ``torch.cuda.current_device()`` is 0 on every rank until the process group sets the device, so any
+    ``device_map`` built from it puts every rank's model on GPU 0 (Trainer then treats ranks != 0 as
+    model-parallel). `FourierApproxHfQuantizer.update_device_map` already reads ``LOCAL_RANK`` when no
+    ``device_map`` is given; pass this one when loading a model that is not quantized on load.
     """
     if torch.cuda.is_available():
         return {"": int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))}
