@@ -241,16 +241,28 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     model = load_checkpoint(source, trust_remote_code=args.trust_remote_code)
     processor = AutoProcessor.from_pretrained(source, trust_remote_code=args.trust_remote_code)
 
+    multimodal = hasattr(processor, "image_processor")
+    if not multimodal and any(image is not None for image, _, _ in samples):
+        raise CLIError(f"{args.model} has no image processor; calibrate it with text-only records.")
+
+    def to_text(image: Optional[Path], prompt: str, answer: Optional[str]) -> str:
+        if getattr(processor, "chat_template", None) is None:  # a bare tokenizer without a template
+            return prompt + ("\n" + answer if answer else "")
+        if multimodal:
+            content: Any = ([{"type": "image"}] if image is not None else []) + [{"type": "text", "text": prompt}]
+            reply: Any = [{"type": "text", "text": answer}]
+        else:
+            content, reply = prompt, answer
+        messages = [{"role": "user", "content": content}]
+        if answer:
+            messages.append({"role": "assistant", "content": reply})
+        return processor.apply_chat_template(messages, add_generation_prompt=not answer, tokenize=False)
+
     def batches():
         from tqdm.auto import tqdm
 
         for image, prompt, answer in tqdm(samples, desc="calibrating", unit="sample"):
-            content = ([{"type": "image"}] if image is not None else []) + [{"type": "text", "text": prompt}]
-            messages = [{"role": "user", "content": content}]
-            if answer:
-                messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-            text = processor.apply_chat_template(messages, add_generation_prompt=not answer)
-            kwargs = {"text": text, "return_tensors": "pt"}
+            kwargs: dict[str, Any] = {"text": to_text(image, prompt, answer), "return_tensors": "pt"}
             if image is not None:
                 kwargs["images"] = Image.open(image).convert("RGB")
             yield dict(processor(**kwargs))

@@ -337,6 +337,17 @@ def test_calibrate_images_folder_and_llava_json(tiny_folder, tmp_path, capsys):
     code, _, err = run(["calibrate", str(tiny_folder), str(images), str(stats)], capsys)
     assert_one_line_error(code, err, "calibrate", "exists", "--overwrite")
 
+    # the statistics file feeds `compress --calibration`; the card records its SHA-256 (configs keep no path)
+    from llava_fa.fourier.calibration import file_sha256
+
+    out = tmp_path / "calibrated"
+    code, _, err = run(["compress", str(tiny_folder), str(out), *FAST_FLAGS, "--calibration", str(stats2),
+                        "--base-model", BASE_MODEL], capsys)
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["calibration_sha256"] == file_sha256(stats2)
+    assert f"statistics file sha256 `{file_sha256(stats2)[:12]}" in (out / "README.md").read_text()
+
 
 def test_calibrate_failures(compressed, tiny_folder, tmp_path, capsys):
     code, _, err = run(["calibrate", str(tiny_folder), str(tmp_path / "nodata"), str(tmp_path / "s.safetensors")], capsys)
