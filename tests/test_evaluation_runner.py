@@ -99,6 +99,15 @@ def test_evaluate_path_writes_results_json(tmp_path):
     assert on_disk["results"]["scienceqa_img"]["n_samples"] == 2
     assert [p.name for p in out.parent.iterdir()] == ["results.json"]  # no temp file left behind
 
+    # a task failing after another finished leaves the finished one on disk
+    write_synthetic_task("gqa", data_dir / "gqa", n=2)
+    for f in (data_dir / "gqa" / "testdev_balanced_images").iterdir():
+        f.unlink()
+    partial = tmp_path / "partial.json"
+    with pytest.raises(FileNotFoundError, match="No data of config 'testdev_balanced_images'"):
+        evaluate_path(str(model_dir), ["pope_random", "gqa"], str(data_dir), limit=1, output=str(partial), device="cpu")
+    assert list(json.loads(partial.read_text())["results"]) == ["pope_random"]
+
 
 def test_evaluate_path_checks_tasks_and_data_before_loading(tmp_path):
     (tmp_path / "data").mkdir()

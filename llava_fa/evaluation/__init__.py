@@ -6,6 +6,8 @@
   results JSON): greedy, batched with left padding, ``limit`` for a quick look.
 * :func:`fidelity` / :func:`fidelity_path`: token agreement and mean KL against the dense parent.
 * Scorers and normalisation (:mod:`.scorers`, :mod:`.normalize`) are plain Python.
+* :func:`eval_results` / :func:`results_markdown`: model-card ``model-index`` entries and tables.
+* :func:`write_synthetic_task`: small Hub-format fixtures with generated images (demos, tests).
 * :mod:`.lmms_eval_plugin`: the ``llava_fa`` model for lmms-eval (optional extra; import it
   explicitly, this package never imports lmms-eval).
 
@@ -42,6 +44,10 @@ _EXPORTS: dict[str, str] = {
     "normalize_gqa_answer": ".normalize",
     "parse_option_letter": ".normalize",
     "write_json_atomic": ".io",
+    "eval_results": ".reporting",
+    "results_markdown": ".reporting",
+    "summary_rows": ".reporting",
+    "write_synthetic_task": ".synthetic",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -96,7 +96,7 @@ def _load_saved(path: Path, split: str):
     return loaded
 
 
-def _pick_files(path: Path, config: str | None, split: str) -> list[Path]:
+def _pick_files(path: Path, config: str | None, split: str, strict: bool = False) -> list[Path]:
     files = [f for f in sorted(path.rglob("*.parquet")) if not any(p.startswith(".") for p in f.relative_to(path).parts)]
     if not files:
         files = [f for pattern in ("*.jsonl", "*.json") for f in sorted(path.rglob(pattern))
@@ -105,6 +105,8 @@ def _pick_files(path: Path, config: str | None, split: str) -> list[Path]:
         raise FileNotFoundError(f"No parquet, JSONL or save_to_disk data under {path}.")
     if config is not None:
         in_config = [f for f in files if config in f.relative_to(path).parts[:-1]]
+        if strict and not in_config:
+            raise FileNotFoundError(f"No data of config {config!r} under {path} (expected {path / config}/).")
         files = in_config or files
     in_split = [f for f in files if f.name.startswith((f"{split}-", f"{split}.")) or split in f.relative_to(path).parts[:-1]]
     files = in_split or files
@@ -115,7 +117,7 @@ def _pick_files(path: Path, config: str | None, split: str) -> list[Path]:
     return files
 
 
-def _load_table(path: Path, config: str | None, split: str):
+def _load_table(path: Path, config: str | None, split: str, strict: bool = False):
     """A ``datasets.Dataset`` from a save_to_disk folder, parquet file(s) or JSON(L) file(s) at ``path``."""
     import datasets
 
@@ -124,7 +126,7 @@ def _load_table(path: Path, config: str | None, split: str):
             return _load_saved(path / config, split)
         if _is_saved_dataset(path):
             return _load_saved(path, split)
-        files = _pick_files(path, config, split)
+        files = _pick_files(path, config, split, strict)
     elif path.suffix in (".parquet", ".jsonl", ".json"):
         files = [path]
     else:
@@ -176,7 +178,10 @@ def load_task_data(spec: TaskSpec, path: str | os.PathLike, limit: int | None = 
         def image(i: int, table=table):
             return table[i][_IMAGE_COLUMN]
     elif spec.images_config is not None and spec.image_key in columns:
-        images = _load_table(path, spec.images_config, spec.split)
+        if not path.is_dir():
+            raise ValueError(f"Rows of task {spec.name!r} in {path} have no 'image' field; give the folder that also "
+                             f"holds {spec.images_config!r}.")
+        images = _load_table(path, spec.images_config, spec.split, strict=True)
         if _IMAGE_COLUMN not in images.column_names or "id" not in images.column_names:
             raise ValueError(f"Image table of task {spec.name!r} under {path} needs 'id' and 'image' fields.")
         row_of = {str(v): i for i, v in enumerate(images["id"])}

@@ -142,7 +142,7 @@ def evaluate_path(
     Every task name and data folder is checked before the model loads (``ValueError`` for an
     unknown task, ``FileNotFoundError`` naming the folder expected). Returns
     ``{"model", "llava_fa_version", "results": {task: evaluate(...) result}}`` and writes it to
-    ``output`` (JSON, atomically) when given.
+    ``output`` (JSON, atomically, rewritten after each task) when given.
     """
     if isinstance(tasks, str):
         tasks = [t for t in tasks.split(",") if t.strip()]
@@ -151,13 +151,12 @@ def evaluate_path(
     specs = [get_task(t) for t in tasks]
     paths = {spec.name: find_task_data(spec, data_dir) for spec in specs}
     model, processor = load_model_and_processor(model_path, device=device)
-    results = {}
+    summary: dict[str, Any] = {"model": str(model_path), "llava_fa_version": _version(), "results": {}}
     for spec in specs:
         result = evaluate(model, processor, spec.name, paths[spec.name], limit=limit, batch_size=batch_size,
                           max_new_tokens=max_new_tokens, progress=progress)
         result["model"] = str(model_path)
-        results[spec.name] = result
-    summary = {"model": str(model_path), "llava_fa_version": _version(), "results": results}
-    if output is not None:
-        write_json_atomic(output, summary)
+        summary["results"][spec.name] = result
+        if output is not None:  # after every task: a failure later keeps the finished tasks
+            write_json_atomic(output, summary)
     return summary
