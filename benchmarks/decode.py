@@ -148,7 +148,7 @@ def stage_timers(layer, x: torch.Tensor) -> dict:
                      layer.phase_bits, n, 8)
     u = x.float() * prep["inv_scale"]
     out = {"stage_rfft": (lambda _x: torch.fft.rfft(u, dim=-1, norm="ortho"), None)}
-    if triton_lut.use_prep_kernel(x.shape[0]):
+    if triton_lut.use_prep_kernel(x.shape[0], n):
         out["stage_prep"] = (lambda _x: triton_lut.spectral_prep(_x, prep["inv_scale"], prep["lr_a"]), None)
     if triton_lut.DEQUANT_MIN_BATCH is not None and x.shape[0] >= triton_lut.DEQUANT_MIN_BATCH:
         out["stage_dequant"] = (lambda _x: triton_lut.lut_dequantize(layer.codes, layer.scales, prep["tables"],

@@ -99,7 +99,7 @@ def triton_fourier_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Te
     """
     n = x.shape[-1]
     prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, 8)
-    if use_prep_kernel(x.shape[0]):
+    if use_prep_kernel(x.shape[0], n):
         u, t = spectral_prep(x, None if prep["unit_scale"] else prep["inv_scale"], prep.get("lr_a"))
         uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
     else:

@@ -43,6 +43,8 @@ GEMV_MAX_BATCH = 4
 #: Batch rows up to which `spectral_prep` (one Triton launch for x / d and the low-rank projection) replaces
 #: the elementwise divide + cuBLAS projection.
 PREP_MAX_BATCH = 16
+#: Inputs up to which `spectral_prep` is used (its per-program loop over a long input is slower than cuBLAS).
+PREP_MAX_IN = 4096
 #: Autotune block shapes per (batch bucket, layer shape) on CUDA; ``LLAVA_FA_AUTOTUNE=0`` uses fixed defaults
 #: (tests: far fewer compilations).
 AUTOTUNE = os.environ.get("LLAVA_FA_AUTOTUNE", "1") != "0"
@@ -129,14 +131,16 @@ if TRITON_AVAILABLE:
         tl.store(dst, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
     @triton.jit
-    def _lut_gemv_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, levels_ptr, scales_ptr, t_ptr, stride_tm, c_ptr,
+    def _lut_gemv_kernel(x_ptr, stride_xm, codes_ptr, table_ptr, joint_ptr, levels_ptr, scales_ptr, t_ptr, stride_tm, c_ptr,
                          bias_ptr, y_ptr, stride_ym, p_ptr, M, N, n_cols, nyq_col, M_BUCKET,
                          group_len: tl.constexpr, HAS_NYQ: tl.constexpr, TABLE_F32: tl.constexpr,
                          POLAR: tl.constexpr, PHASE_BITS: tl.constexpr, HAS_LR: tl.constexpr, R2: tl.constexpr,
                          R2P: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                         BLOCK_K: tl.constexpr, SPLIT: tl.constexpr):
+                         BLOCK_K: tl.constexpr, SPLIT: tl.constexpr, SEP: tl.constexpr, ACC3D: tl.constexpr):
         # CUDA-core GEMV for a few rows, split over K: program (m, n, s) covers the s-th of SPLIT column ranges;
-        # with SPLIT > 1 it writes fp32 partials to p (SPLIT, M, N) for _splitk_reduce_kernel.
+        # with SPLIT > 1 it writes fp32 partials to p (SPLIT, M, N) for _splitk_reduce_kernel. SEP: separable
+        # polar lookup (levels x phasors) instead of the joint table; ACC3D: accumulate products in a
+        # (BLOCK_M, BLOCK_N, BLOCK_K) register tile reduced once at the end (else reduced every step).
         pid_m = tl.program_id(0)
         pid_n = tl.program_id(1)
         pid_s = tl.program_id(2)
@@ -153,7 +157,10 @@ if TRITON_AVAILABLE:
         span = tl.cdiv(tl.cdiv(n_cols, SPLIT), BLOCK_K) * BLOCK_K
         k_start = pid_s * span
         k_end = tl.minimum(k_start + span, n_cols)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        if ACC3D:
+            acc3 = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_K), dtype=tl.float32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(k_start, k_end, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             mask_k = rk < k_end
@@ -165,10 +172,18 @@ if TRITON_AVAILABLE:
             xim = tl.where(first, nyq[:, None], 2.0 * xim)
             wm = mask_n[:, None] & mask_k[None, :]
             code = tl.load(codes_ptr + w_rows + rk[None, :], mask=wm, other=0).to(tl.int32)
-            wre, wim = _lookup(code, table_ptr, levels_ptr, TABLE_F32, POLAR, PHASE_BITS)
+            if SEP:
+                wre, wim = _lookup(code, table_ptr, levels_ptr, TABLE_F32, True, PHASE_BITS)
+            else:
+                wre, wim = _lookup(code, joint_ptr, levels_ptr, TABLE_F32, False, PHASE_BITS)
             sc = tl.load(scales_ptr + (w_rows + rk[None, :]) // group_len, mask=wm, other=0.0).to(tl.float32)
             prod = xre[:, None, :] * (wre * sc)[None, :, :] + xim[:, None, :] * (wim * sc)[None, :, :]
-            acc += tl.sum(prod, axis=2)
+            if ACC3D:
+                acc3 += prod
+            else:
+                acc += tl.sum(prod, axis=2)
+        if ACC3D:
+            acc = tl.sum(acc3, axis=2)
         if SPLIT == 1:
             _lowrank_bias_store(acc, rm, rn, mask_m, mask_n, t_ptr, stride_tm, c_ptr, bias_ptr, y_ptr, stride_ym,
                                 HAS_LR, R2, R2P, HAS_BIAS)
@@ -317,17 +332,22 @@ if TRITON_AVAILABLE:
 
     def _gemv_configs() -> list:
         out = []
-        for bn, bk, warps, split in [(16, 256, 4, 1), (16, 256, 4, 4), (16, 256, 4, 8), (32, 256, 8, 2),
-                                     (32, 256, 8, 4), (16, 512, 8, 4), (64, 128, 8, 4), (32, 128, 4, 8),
-                                     (8, 512, 4, 8), (32, 512, 8, 8)]:
-            out.append(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT": split}, num_warps=warps, num_stages=2))
+        for bn, bk, warps, split, sep, acc3d in [
+                (16, 128, 4, 1, False, True), (32, 64, 4, 1, False, True), (8, 256, 4, 1, False, True),
+                (32, 128, 8, 1, False, True), (16, 128, 4, 1, True, True), (32, 64, 4, 1, True, True),
+                (16, 256, 4, 4, True, False), (32, 256, 8, 4, True, False), (16, 256, 4, 4, False, False),
+                (32, 128, 4, 8, False, False)]:
+            out.append(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT": split, "SEP": sep, "ACC3D": acc3d},
+                                     num_warps=warps, num_stages=2))
         return out
 
     def _gemv_prune(configs, named_args, **kwargs):
         bm = kwargs.get("BLOCK_M", named_args.get("BLOCK_M", 1))
+        polar = kwargs.get("POLAR", named_args.get("POLAR", False))
         keep = [c for c in configs
-                if bm * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= 128 * 32 * c.num_warps]
-        return keep or configs[:1]
+                if bm * c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"] <= (64 if c.kwargs["ACC3D"] else 128) * 32 * c.num_warps
+                and (polar or not c.kwargs["SEP"])]
+        return keep or [c for c in configs if not c.kwargs["SEP"]][:1]
 
     _lut_gemv_tuned = triton.autotune(configs=_gemv_configs(), key=["M_BUCKET", "N", "n_cols", "HAS_LR", "TABLE_F32"],
                                       prune_configs_by={"early_config_prune": _gemv_prune})(_lut_gemv_kernel)
@@ -336,7 +356,8 @@ if TRITON_AVAILABLE:
                                       prune_configs_by={"early_config_prune": _prune})(_lut_gemm_kernel)
 
 
-_GEMV_DEFAULT = {"BLOCK_N": 16, "BLOCK_K": 256, "SPLIT": 4, "num_warps": 4, "num_stages": 2}
+_GEMV_DEFAULT = {"BLOCK_N": 16, "BLOCK_K": 128, "SPLIT": 1, "SEP": False, "ACC3D": True, "num_warps": 4,
+                 "num_stages": 2}
 #: Largest SPLIT of the GEMV configs (size of the partial-sum buffer).
 _MAX_SPLIT = 8
 _GEMM_F32_DEFAULT = {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
@@ -360,13 +381,16 @@ class LutTables:
     Polar codebooks (no VQ table): ``levels`` float32 ``(2^a,)`` and the ``2^p`` unit phasors, as float32
     pairs ``phasor_f32`` ``(2^p, 2)`` and fp16 pairs packed in int32 ``phasor_packed`` ``(2^p,)``; a code
     ``c`` is ``levels[c >> p] * phasor[c & (2^p - 1)]``. VQ: ``levels`` is None and the phasor tensors hold
-    the joint ``2^(a+p)`` table. ``phase_bits`` is ``p`` (0 for VQ).
+    the joint ``2^(a+p)`` table. ``phase_bits`` is ``p`` (0 for VQ). ``joint_f32`` / ``joint_packed`` always hold
+    the joint table (the GEMV can use either lookup).
     """
 
     table_f32: torch.Tensor
     table_packed: torch.Tensor
     levels: Optional[torch.Tensor]
     phase_bits: int
+    joint_f32: torch.Tensor
+    joint_packed: torch.Tensor
 
     @property
     def polar(self) -> bool:
@@ -378,10 +402,14 @@ def lut_tables(levels: Optional[torch.Tensor], phasors: Optional[torch.Tensor], 
     """`LutTables` from float amplitude ``levels`` + complex unit ``phasors`` ``(2^p,)`` (polar codebooks), or
     from the complex ``joint`` ``(2^(a+p),)`` table (VQ)."""
     if levels is not None:
+        joint = (levels.float().unsqueeze(1) * phasors.to(torch.complex64).unsqueeze(0)).reshape(-1)
         return LutTables(table_f32=torch.view_as_real(phasors.to(torch.complex64)).contiguous(),
-                         table_packed=pack_table(phasors), levels=levels.float().contiguous(), phase_bits=phase_bits)
-    return LutTables(table_f32=torch.view_as_real(joint.to(torch.complex64)).contiguous(),
-                     table_packed=pack_table(joint), levels=None, phase_bits=0)
+                         table_packed=pack_table(phasors), levels=levels.float().contiguous(), phase_bits=phase_bits,
+                         joint_f32=torch.view_as_real(joint).contiguous(), joint_packed=pack_table(joint))
+    table_f32 = torch.view_as_real(joint.to(torch.complex64)).contiguous()
+    packed = pack_table(joint)
+    return LutTables(table_f32=table_f32, table_packed=packed, levels=None, phase_bits=0, joint_f32=table_f32,
+                     joint_packed=packed)
 
 
 def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tensor, tables: LutTables,
@@ -419,6 +447,7 @@ def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tens
         return _dequant_linear(uv, n, n_cols, codes, scales, tables, group_len, out_features, t, lr_out, bias,
                                out_dtype)
     table = tables.table_f32 if dot_f32 else tables.table_packed
+    joint = tables.joint_f32 if dot_f32 else tables.joint_packed
     levels = tables.levels if tables.polar else table
     r2 = 0 if t is None else t.shape[1]
     has_lr = r2 > 0
@@ -433,11 +462,14 @@ def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tens
     if m_rows <= GEMV_MAX_BATCH:
         bm = triton.next_power_of_2(m_rows)
         partials = torch.empty(_MAX_SPLIT, m_rows, out_features, device=uv.device, dtype=torch.float32)
-        args = args[:-5] + (partials,) + args[-5:-1] + (bm,)  # the tuning bucket is the row block itself
+        # + the joint table, the partial sums; the tuning bucket is the row block itself
+        args = args[:4] + (joint,) + args[4:12] + (partials,) + args[12:16] + (bm,)
         if config is None and (interpreting() or not AUTOTUNE):
-            config = {"BLOCK_N": 16, "BLOCK_K": 64, "SPLIT": 2} if interpreting() else dict(_GEMV_DEFAULT)
+            config = ({"BLOCK_N": 16, "BLOCK_K": 64, "SPLIT": 2, "SEP": tables.polar, "ACC3D": False}
+                      if interpreting() else dict(_GEMV_DEFAULT))
         if config is not None:
-            cfg = dict(config)
+            cfg = {"SEP": False, "ACC3D": True, **config}
+            cfg["SEP"] = cfg["SEP"] and tables.polar
             bn, split = cfg.pop("BLOCK_N"), cfg.pop("SPLIT", 1)
             grid = (triton.cdiv(m_rows, bm), triton.cdiv(out_features, bn), split)
             _lut_gemv_kernel[grid](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, SPLIT=split, **cfg)
@@ -467,9 +499,9 @@ def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tens
     return y
 
 
-def use_prep_kernel(m_rows: int) -> bool:
-    """Whether `spectral_prep` handles a call of ``m_rows`` rows (see ``PREP_MAX_BATCH``)."""
-    return m_rows <= PREP_MAX_BATCH
+def use_prep_kernel(m_rows: int, n: int) -> bool:
+    """Whether `spectral_prep` handles a call of ``m_rows`` rows of ``n`` inputs (``PREP_MAX_BATCH``, ``PREP_MAX_IN``)."""
+    return m_rows <= PREP_MAX_BATCH and n <= PREP_MAX_IN
 
 
 def spectral_prep(x: torch.Tensor, inv_scale: Optional[torch.Tensor], lowrank_a: Optional[torch.Tensor]
