@@ -298,3 +298,28 @@ def test_cuda_bf16_autocast_training_step(folder, inputs):
     with torch.no_grad():
         reference = load_compressed(folder).cuda()(**batch).logits
         assert torch.equal(peft_model.eval()(**batch).logits, reference) or not layer_forward_is_kernel()
+
+
+@pytest.mark.parametrize("transform", ["rfft", "rfft2"])
+def test_single_layer_matches_dense_weight(transform):
+    from peft import LoraConfig
+
+    from llava_fa.fourier import fourier_approximate
+    from llava_fa.quantization import FourierLinear
+
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(24, 18, generator=gen)
+    approx = fourier_approximate(weight, rank=2, amplitude_bits=3, phase_bits=5, transform=transform, max_iters=1)
+    base = FourierLinear.from_approximation(approx, bias=torch.randn(24, generator=gen))
+    layer = FourierLoraLayer(base, "default", LoraConfig(r=2, lora_alpha=2), r=2, lora_alpha=2)
+    x = torch.randn(2, 3, 18, generator=gen)
+    expected = torch.nn.functional.linear(x, base.dense_weight(), base.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-5)
+        layer.fourier_l2["default"].mul_(1.5)
+        moved = layer(x)
+    l1, l2 = base_factors(base)
+    a, b = real_lowrank(base, l1, 1.5 * l2)
+    a0, b0 = real_lowrank(base, l1, l2)
+    torch.testing.assert_close(moved, expected + x @ (a @ b - a0 @ b0).T, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layer.get_delta_weight("default"), a @ b - a0 @ b0, rtol=1e-4, atol=1e-6)
