@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-lmms bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+# The lmms-eval plugin tests: a lean lmms-eval install (its full dependency set pulls a CUDA torchvision
+# that breaks a CPU-only torch), see README "lmms-eval".
+test-lmms: $(STAMP)
+	$(PY) -m pip install -q --no-deps "lmms-eval==0.7.3"
+	$(PY) -m pip install -q loguru sacrebleu evaluate pytz tenacity pytablewriter "filelock<4"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/test_evaluation_lmms.py
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]" || true
