@@ -80,7 +80,8 @@ def test_eval_results_become_model_index_and_table(model, tmp_path):
 
     results = {"model": "x", "llava_fa_version": "0.1.0", "results": {
         "pope_random": {"task": "pope_random", "split": "test", "n_samples": 6, "metric": "f1",
-                        "scores": {"accuracy": 0.5, "f1": 0.4, "yes_ratio": 0.5, "per_category": {"random": {"f1": 0.4}}},
+                        "scores": {"accuracy": 0.5, "f1": 0.4, "yes_ratio": 0.5, "n": 6,
+                                   "per_category": {"random": {"f1": 0.4}}},
                         "predictions": [{"id": 1, "prediction": "yes"}]},
         "mme": {"task": "mme", "split": "test", "n_samples": 4, "scores": {"perception": 1200.5}}}}
     path = tmp_path / "r.json"

@@ -196,7 +196,9 @@ class EvalSummary:
 #: Agreement measures of `llava-fa eval --reference` shown on the card.
 FIDELITY_KEYS: tuple[str, ...] = ("token_agreement", "mean_kl", "n_prompts", "n_tokens")
 
-_META_KEYS = {"n", "tp", "fp", "tn", "fn", "task", "name", "split", "n_samples", "num_samples", "samples", "n", "limit", "model", "version",
+#: Counts that scorers report next to their metrics (not metrics themselves).
+_COUNT_KEYS = {"n", "tp", "fp", "tn", "fn", "n_samples", "count"}
+_META_KEYS = {"task", "name", "split", "n_samples", "num_samples", "samples", "n", "limit", "model", "version",
               "tool", "package_version", "llava_fa_version", "reference", "dataset", "time", "seconds", "created"}
 
 
@@ -205,7 +207,7 @@ def _scores_of(entry: dict[str, Any]) -> dict[str, float]:
     if not isinstance(scores, dict):
         scores = {k: v for k, v in entry.items() if k not in _META_KEYS}
     return {k: float(v) for k, v in scores.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _COUNT_KEYS}
 
 
 def load_eval_results(source: Union[PathLike, dict, list]) -> EvalSummary:
@@ -300,7 +302,8 @@ def _eval_markdown(summary: Optional[EvalSummary]) -> str:
         lines.append("Agreement with the dense parent (no labels): " +
                      ", ".join(f"{k} = {v:.4g}" for k, v in summary.fidelity.items()) + ".")
     version = f" {summary.tool_version}" if summary.tool_version else ""
-    lines += ["", f"Measured with {summary.tool}{version}" + (f" on `{summary.model}`" if summary.model else "") + "."]
+    on = f" on `{summary.model}`" if summary.model and not os.path.isabs(summary.model) and not os.path.exists(summary.model) else ""
+    lines += ["", f"Measured with {summary.tool}{version}{on}."]
     return "\n".join(lines)
 
 
