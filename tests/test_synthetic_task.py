@@ -161,3 +161,25 @@ def test_collated_shapes_batch_gives_finite_loss(built, tiny_model_and_processor
     for row, labels in zip(range(4), batch["labels"]):
         kept = labels[labels != -100]
         assert processor.tokenizer.decode(kept) == dd["train"][row]["answer"] + "<|im_end|>"
+
+
+def test_multi_question_training_records(tmp_path, built):
+    _, single = built
+    dd = build_shapes_vqa(tmp_path / "multi", seed=0, train_questions_per_image=4, **SIZES)
+    manifest = json.loads((tmp_path / "multi" / "shapes_vqa.json").read_text())
+    records = json.loads((tmp_path / "multi" / "train.json").read_text())
+    for rec, row in zip(records, dd["train"]):
+        assert sorted(rec["question_types"]) == ["color", "count", "position", "shape"]
+        assert rec["question_types"][-1] == row["question_type"] == rec["question_type"]
+        turns = row["conversations"]
+        assert len(turns) == 8 and turns[0]["value"].startswith("<image>\n")
+        assert sum(t["value"].count("<image>") for t in turns) == 1
+        assert [t["value"] for t in turns[1::2]] == [str(rec[q]) for q in rec["question_types"]]
+    # every question counted: each type asked of all 48 images, attributes balanced
+    assert manifest["class_balance"]["train"]["color"] == {"blue": 12, "green": 12, "red": 12, "yellow": 12}
+    assert manifest["class_balance"]["train"]["shape"] == {"circle": 16, "square": 16, "triangle": 16}
+    # the last (evaluated) questions and the images are those of the single-question build
+    assert dd["train"]["answer"] == single["train"]["answer"]
+    assert dd["validation"]["conversations"] == single["validation"]["conversations"]
+    with pytest.raises(ValueError, match="train_questions_per_image must be <= 4"):
+        build_shapes_vqa(tmp_path / "x", n_train=1, n_val=0, n_test=0, train_questions_per_image=5)

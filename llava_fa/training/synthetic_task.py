@@ -38,7 +38,7 @@ from datasets import DatasetDict
 
 from .data import load_llava_dataset
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220), "yellow": (235, 195, 20),
 }
@@ -68,7 +68,7 @@ def draw_shapes(color: str, shape: str, count: int, position: str, image_size: i
                 rng: np.random.Generator) -> Any:
     """Render one RGB PIL image (`image_size` square) of `count` `shape`s of `color` in band `position`.
 
-    Shapes have side/diameter ~ image_size/6 (+-10 %) and are jittered within their slot so
+    Shapes have side/diameter ~ image_size/5 (+-10 %) and are jittered within their slot so
     they never overlap or leave the band (the half of the image named by `position`).
     """
     from PIL import Image, ImageDraw
@@ -79,7 +79,7 @@ def draw_shapes(color: str, shape: str, count: int, position: str, image_size: i
     big = image_size * _SUPERSAMPLE
     canvas = Image.new("RGB", (big, big), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    size = big / 6 * rng.uniform(0.9, 1.1)
+    size = big / 5 * rng.uniform(0.9, 1.1)
     slot = big / count                                 # along the band
     along_room = max(slot - size, 0.0) / 2 * 0.8       # jitter that keeps neighbours apart
     across_room = (big / 2 - size) / 2 * 0.5           # jitter that keeps the shape in its half
@@ -153,12 +153,19 @@ def build_shapes_vqa(
     n_test: int,
     seed: int = 0,
     image_size: int = 64,
+    train_questions_per_image: int = 1,
     overwrite: bool = False,
 ) -> DatasetDict:
     """Generate Shapes-VQA into `out_dir` (see module docstring) and load it back.
 
     Returns a `DatasetDict` with splits "train", "validation", "test"; each has the columns of
-    `load_llava_dataset` (`id`, `images`, `conversations`) plus `question_type` and `answer`.
+    `load_llava_dataset` (`id`, `images`, `conversations`) plus `question_type` and `answer` (of
+    the record's last question, the one `build_generation_batch` leaves for the model to answer).
+
+    `train_questions_per_image` (1-4): training records ask that many different questions about
+    their image, as a multi-turn conversation (more supervision per image, like LLaVA's
+    instruction data); the last question is the balanced one, the others are drawn at random
+    from the remaining types. Validation and test records always ask one question.
 
     If `out_dir` already holds a build with the same parameters it is loaded, not regenerated.
     A non-empty `out_dir` holding anything else raises `FileExistsError` unless `overwrite=True`.
@@ -168,11 +175,16 @@ def build_shapes_vqa(
     if not isinstance(out_dir, (str, os.PathLike)):
         raise TypeError(f"out_dir must be a str or os.PathLike, got {type(out_dir).__name__}.")
     for name, value, minimum in (("n_train", n_train, 1), ("n_val", n_val, 0), ("n_test", n_test, 0),
-                                 ("seed", seed, 0), ("image_size", image_size, 16)):
+                                 ("seed", seed, 0), ("image_size", image_size, 16),
+                                 ("train_questions_per_image", train_questions_per_image, 1)):
         _check_int(name, value, minimum)
+    if train_questions_per_image > len(QUESTION_TYPES):
+        raise ValueError(f"train_questions_per_image must be <= {len(QUESTION_TYPES)} (one per question type), "
+                         f"got {train_questions_per_image}.")
     out_dir = Path(out_dir)
     params = {"format_version": FORMAT_VERSION, "seed": int(seed), "image_size": int(image_size),
-              "n": {"train": int(n_train), "validation": int(n_val), "test": int(n_test)}}
+              "n": {"train": int(n_train), "validation": int(n_val), "test": int(n_test)},
+              "train_questions_per_image": int(train_questions_per_image)}
     manifest_path = out_dir / MANIFEST
     if out_dir.exists():
         existing = None
@@ -195,19 +207,21 @@ def build_shapes_vqa(
             specs = generate_split_specs(params["n"][split], rng)
             (tmp / "images" / split).mkdir(parents=True)
             records = []
+            k = int(train_questions_per_image) if split == "train" else 1
             for i, spec in enumerate(specs):
                 rel = f"images/{split}/{i:05d}.png"
                 image = draw_shapes(spec["color"], spec["shape"], spec["count"], spec["position"], image_size, rng)
                 image.save(tmp / rel, format="PNG")
-                records.append({
-                    "id": f"{split}-{i:05d}",
-                    "image": rel,
-                    "conversations": [
-                        {"from": "human", "value": f"<image>\n{QUESTIONS[spec['question_type']]}\n{ANSWER_HINT}"},
-                        {"from": "gpt", "value": spec["answer"]},
-                    ],
-                    **spec,
-                })
+                others = [t for t in QUESTION_TYPES if t != spec["question_type"]]
+                types = [others[int(j)] for j in rng.permutation(len(others))[: k - 1]] if k > 1 else []
+                types.append(spec["question_type"])
+                conversations = []
+                for t, qtype in enumerate(types):
+                    prefix = "<image>\n" if t == 0 else ""
+                    conversations += [{"from": "human", "value": f"{prefix}{QUESTIONS[qtype]}\n{ANSWER_HINT}"},
+                                      {"from": "gpt", "value": str(spec[qtype])}]
+                records.append({"id": f"{split}-{i:05d}", "image": rel, "conversations": conversations,
+                                "question_types": types, **spec})
             _write_json_atomic(tmp / f"{split}.json", records)
             balance[split] = _balance_of(records)
         _write_json_atomic(tmp / MANIFEST, {"params": params, "class_balance": balance,
@@ -242,17 +256,22 @@ def load_shapes_vqa(out_dir: str | os.PathLike) -> DatasetDict:
 
 
 def _balance_of(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Question type -> {answer: count} over every question of `records` (JSON records)."""
     out: dict[str, dict[str, int]] = {t: {} for t in QUESTION_TYPES}
     for r in records:
-        counts = out[r["question_type"]]
-        counts[r["answer"]] = counts.get(r["answer"], 0) + 1
+        for qtype in r.get("question_types", [r["question_type"]]):
+            answer = str(r[qtype])
+            out[qtype][answer] = out[qtype].get(answer, 0) + 1
     return {t: dict(sorted(c.items())) for t, c in out.items()}
 
 
 def class_balance(dataset: Any) -> dict[str, dict[str, int]]:
-    """Question type -> {answer: number of records} for a split (rows with `question_type` and `answer`)."""
-    return _balance_of([{"question_type": q, "answer": a}
-                        for q, a in zip(dataset["question_type"], dataset["answer"])])
+    """Question type -> {answer: number of records} over the records' last (evaluated) questions
+    (rows with `question_type` and `answer`; the manifest's `class_balance` counts every question)."""
+    out: dict[str, dict[str, int]] = {t: {} for t in QUESTION_TYPES}
+    for qtype, answer in zip(dataset["question_type"], dataset["answer"]):
+        out[qtype][answer] = out[qtype].get(answer, 0) + 1
+    return {t: dict(sorted(c.items())) for t, c in out.items()}
 
 
 _ARTICLES = {"a", "an", "the"}
