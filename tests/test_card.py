@@ -209,3 +209,10 @@ def test_card_for_uncompressed_model_fails(tiny_model_and_processor):
     dense, _ = tiny_model_and_processor
     with pytest.raises(ValueError, match="not compressed"):
         build_model_card(dense, base_model="o/d")
+
+
+def test_speed_section_names_the_hardware(model):
+    text = build_model_card(model, base_model="o/d", speed={"hardware": "1x NVIDIA H200, torch 2.11",
+                                                            "load + compress": "13.8 s"}).text
+    assert "Measured on 1x NVIDIA H200, torch 2.11:" in text and "| load + compress | 13.8 s |" in text
+    assert "Not measured for this checkpoint" not in text
