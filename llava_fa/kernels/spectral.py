@@ -31,7 +31,7 @@ from ..fourier.packing import unpack_codes
 from ..fourier.polar_quant import polar_lookup_table, uniform_levels
 
 #: Complex coefficients dequantised at once by the CPU path (rows are chunked to about this many).
-CHUNK_COEFFICIENTS = 1 << 18
+CHUNK_COEFFICIENTS = 1 << 20
 
 
 @dataclass(frozen=True)

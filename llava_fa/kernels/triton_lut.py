@@ -1,20 +1,22 @@
-"""Triton kernels: LUT GEMM over 8-bit FourierLinear codes, reading the rfft output of the input directly.
+"""Triton kernels over 8-bit FourierLinear codes; they read the rfft output of the input directly.
 
 ``y = x' W'^T (+ t C^T) (+ bias)`` where (see ``spectral``) ``x'`` is the interleaved, weighted, packed
 spectrum of ``u = x / d``, ``W'[o, 2k:2k+2] = table[code[o, k]] * scale[group(o, k)]``, ``t`` the
 ``(M, 2r)`` low-rank projection of the input and ``C`` the ``(out, 2r)`` real form of ``L1``.
 
-* ``_lut_gemm_kernel``: one program per ``(BLOCK_M, BLOCK_N)`` output tile; walks the complex columns in
-  steps of ``BLOCK_K`` (= the scale group when rows hold whole groups, so a group's scale multiplies the
-  tile's partial product once instead of every weight); each step loads ``BLOCK_N x BLOCK_K`` codes
-  (one byte per complex coefficient), gathers ``(Re, Im)`` from the 256-entry table (a 1 KB fp16-pair
-  table, L1-resident) and feeds two tensor-core dots (real and imaginary planes) with fp32 accumulation.
-  The low-rank term, bias and output cast form the epilogue. Half-precision dots take bfloat16
+* ``_lut_gemv_kernel`` (batch <= ``GEMV_MAX_BATCH``): CUDA-core GEMV, fp32 products, optionally split over
+  the complex columns (``SPLIT`` partial sums + ``_splitk_reduce_kernel``); autotuned over tile shape,
+  split, the lookup (joint 2^(a+p) table or separable amplitude level x unit phasor) and the accumulation
+  style. The input tile is read straight from ``view_as_real(rfft(u))`` (rfft weights and DC/Nyquist
+  packing applied on load); low-rank term, bias and output cast form the epilogue.
+* ``_lut_dequant_kernel`` (batch >= ``DEQUANT_MIN_BATCH``): writes ``W'`` planar (``[Re | Im]``,
+  ``(out, 2 n_cols)``) in the compute dtype once per call; cuBLAS does the product.
+* ``_lut_gemm_kernel``: tensor-core LUT GEMM (dequantised tiles fed to ``tl.dot``); used for float32
+  outputs above the GEMV batch, and when ``DEQUANT_MIN_BATCH`` is None. Half-precision dots take bfloat16
   operands (the spectrum of an fp16 input can exceed the fp16 range); under the interpreter they take
-  float16, because Triton 3.6's interpreter multiplies bfloat16 bit patterns as integers. The input tile is read straight from
-  ``view_as_real(rfft(u))`` (the rfft weights and the DC/Nyquist packing are applied on load).
-* ``_lut_dequant_kernel``: writes ``W'`` planar (``[Re | Im]``, ``(out, 2 n_cols)``) in the compute dtype,
-  for the dequantise-once-then-cuBLAS regime of large batches.
+  float16, because Triton 3.6's interpreter multiplies bfloat16 bit patterns as integers.
+* ``_prep_kernel`` (batch <= ``PREP_MAX_BATCH``, inputs <= ``PREP_MAX_IN``): ``u = x / d`` and ``t = x A^T``
+  in one launch before the rfft.
 
 ``triton`` is optional: without it ``TRITON_AVAILABLE`` is False and the launchers raise ``RuntimeError``.
 Set ``TRITON_INTERPRET=1`` before importing triton to run the kernels on CPU tensors (tests).
@@ -38,7 +40,7 @@ except ImportError:  # pragma: no cover - exercised where triton is absent
     tl = None
     TRITON_AVAILABLE = False
 
-#: Batch rows up to which `lut_linear` uses the CUDA-core GEMV kernel instead of the tensor-core one.
+#: Batch rows up to which `lut_linear` uses the CUDA-core GEMV kernel.
 GEMV_MAX_BATCH = 4
 #: Batch rows up to which `spectral_prep` (one Triton launch for x / d and the low-rank projection) replaces
 #: the elementwise divide + cuBLAS projection.
