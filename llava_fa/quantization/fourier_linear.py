@@ -130,7 +130,7 @@ class FourierLinear(nn.Module):
         if placeholder:
             self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features, dtype=dtype, device="meta"),
                                        requires_grad=False)
-        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
+        self._register_load_state_dict_pre_hook(_rename_legacy_keys, with_module=True)
 
     # ----- building -------------------------------------------------------------------------
     @staticmethod
@@ -158,7 +158,7 @@ class FourierLinear(nn.Module):
         approx: FourierApproximation,
         bias: Optional[torch.Tensor] = None,
         compute_dtype: Optional[torch.dtype] = None,
-    ) -> "FourierLinear":
+    ) -> FourierLinear:
         """A FourierLinear holding `approx` (codes, scales, factors), with optional `bias` ``(out,)``."""
         m, n = approx.shape
         quant = approx.quant
@@ -187,7 +187,7 @@ class FourierLinear(nn.Module):
                 self._buffers[name] = value.detach().clone()
         self._parameters.pop("weight", None)
 
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "FourierLinear":
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> FourierLinear:
         """Move like any module, but let dtype casts reach only the bias: codes, scales, levels, table and
         input scale keep their stored dtypes and values, and the factors stay float32 (`bf16_full_eval` casts
         models). Only the device that `fn` picks is applied to them."""
