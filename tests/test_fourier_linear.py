@@ -179,6 +179,14 @@ def test_dtype_casts_keep_codes_and_float32_factors():
     assert torch.equal(layer.scales, before["scales"]) and layer.lowrank_l2.dtype == torch.float32
 
 
+def test_load_state_dict_accepts_legacy_factor_names():
+    _, approx = _approx()
+    layer = FourierLinear.from_approximation(approx)
+    fresh = FourierLinear(40, 24, bias=False, rank=4, amplitude_bits=4, phase_bits=4, group_size=16)
+    fresh.load_state_dict({k.replace("lowrank_", "lora_"): v for k, v in layer.state_dict().items()})
+    assert torch.equal(fresh.lowrank_l1, layer.lowrank_l1) and torch.equal(fresh.codes, layer.codes)
+
+
 def test_saving_trained_factors_warns_when_rounded():
     _, approx = _approx()
     layer = FourierLinear.from_approximation(approx)
