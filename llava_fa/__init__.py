@@ -5,6 +5,9 @@
 * :mod:`llava_fa.modeling`: ``LlavaFAConfig``, ``LlavaFAForConditionalGeneration``, ``LlavaFAProcessor``.
 * :mod:`llava_fa.quantization`: ``FourierApproxConfig`` (``quant_method="fourier_approx"``),
   ``FourierLinear``, calibration and the compression report.
+* :mod:`llava_fa.adapters`: Fourier-factor adapters through peft (``get_fourier_peft_model``, ...).
+* :mod:`llava_fa.training`: LLaVA data, collator, stages, ``FourierTrainer``.
+* :mod:`llava_fa.evaluation`, :mod:`llava_fa.hub`, :mod:`llava_fa.cli`: benchmarks, cards, push, ``llava-fa``.
 * :mod:`llava_fa.testing`: tiny models and isolation helpers for tests (not public API).
 
 Names are imported lazily: ``import llava_fa`` is cheap, and the first access to a name from
@@ -37,6 +40,15 @@ _EXPORTS: dict[str, str] = {
     "calibrate": "llava_fa.quantization",
     "compression_report": "llava_fa.quantization",
     "dequantize_model": "llava_fa.quantization",
+    "get_fourier_peft_model": "llava_fa.adapters",
+    "load_fourier_adapter": "llava_fa.adapters",
+    "export_real_lora": "llava_fa.adapters",
+    "dequantize_codes_only": "llava_fa.adapters",
+    "FourierTrainer": "llava_fa.training.trainer_support",
+    "fourier_training_arguments": "llava_fa.training.trainer_support",
+    "train_factors_only": "llava_fa.training.trainer_support",
+    "LlavaCollator": "llava_fa.training.collator",
+    "load_llava_dataset": "llava_fa.training.data",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
