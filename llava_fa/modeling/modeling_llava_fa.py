@@ -13,6 +13,7 @@ Shipped as Hub remote code: imports installed libraries and flat siblings only.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -30,8 +31,9 @@ from transformers.models.llava.modeling_llava import (
     LlavaPreTrainedModel,
 )
 
-from .configuration_llava_fa import LlavaFAConfig
 from llava_fa.shipping import ShipsRemoteCode
+
+from .configuration_llava_fa import LlavaFAConfig
 
 IGNORE_INDEX = -100
 
@@ -150,6 +152,19 @@ class LlavaFAForConditionalGeneration(LlavaFAPreTrainedModel, LlavaForConditiona
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def _upload_modified_files(self, working_dir: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """transformers' upload step (`push_to_hub`), after our model card replaces its generic one.
+
+        The card writer is imported by name, so remote code (no `llava_fa` installed) keeps transformers' card.
+        """
+        try:
+            card = importlib.import_module("llava_fa.hub.card")
+        except ImportError:
+            card = None
+        if card is not None:
+            card.ensure_model_card(working_dir, self)
+        return super()._upload_modified_files(working_dir, *args, **kwargs)
+
     @classmethod
     def from_vision_text_pretrained(
         cls,
@@ -160,7 +175,7 @@ class LlavaFAForConditionalGeneration(LlavaFAPreTrainedModel, LlavaForConditiona
         projector_state_dict: dict[str, torch.Tensor] | None = None,
         config_kwargs: dict[str, Any] | None = None,
         **from_pretrained_kwargs: Any,
-    ) -> "LlavaFAForConditionalGeneration":
+    ) -> LlavaFAForConditionalGeneration:
         """Assemble a model from a pretrained CLIP checkpoint and a pretrained Qwen2 causal LM.
 
         The vision tower and the language model (with its `lm_head`, tied or not) are the loaded

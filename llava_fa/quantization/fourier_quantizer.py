@@ -112,7 +112,7 @@ class FourierApproxHfQuantizer(HfQuantizer):
             check_prequantized_layout(model, checkpoint_files)
         else:
             self.calibration_file = open_calibration(self.quantization_config, convert)
-            from tqdm.auto import tqdm
+            from transformers.utils.logging import tqdm  # honours HF_HUB_DISABLE_PROGRESS_BARS
 
             model.__dict__[PROGRESS_ATTR] = tqdm(total=len(convert), desc="Fourier-compressing", unit="module")
 
