@@ -1,0 +1,417 @@
+"""Fine-tuning benchmark on the CPU: the Shapes-VQA task, end to end.
+
+    python benchmarks/finetune.py                  # the full run, writes results/finetune_cpu.{json,md}
+    python benchmarks/finetune.py --size ci        # toy size (what tests/test_task_pipeline.py runs)
+
+Steps (every number in the output is measured in this run):
+
+1. Generate Shapes-VQA (`llava_fa.training.synthetic_task.build_shapes_vqa`, seeded), build a
+   byte-level BPE tokenizer on the task's texts (every answer word is one token; the special tokens
+   of the tiny preset keep their ids) and a small LLaVA-FA from `LlavaFAConfig.from_preset("tiny",
+   ...)` with the sizes of `SIZES[size]`.
+2. Stage 1 (`train_alignment`, projector only) and stage 2 (`train_instruction(adapters=False)`:
+   vision tower + language model + projector, two learning-rate groups), from scratch. Validation
+   and test accuracy (greedy decoding, `exact_match_accuracy`) of the dense model.
+3. Save the dense model; load it compressed on load with `FourierApproxConfig(rank=0)` and with
+   `FourierApproxConfig(rank=R)` (3+5 bits per complex coefficient = 4 bits per weight, group 64,
+   Lloyd levels; every Linear but `lm_head` and the embeddings). Test accuracy of both.
+4. `recover` the rank-R model: the Fourier-factor adapters of every compressed part, distilled from
+   the dense model (KL on the answer tokens), for a fixed number of steps.
+5. Baseline at the same bits and trainable parameters: the dense weights of the same modules
+   fake-quantized RTN 4-bit, group 128 (float16 scale + zero, 4.25 bits), peft LoRA on the same
+   modules with the rank whose parameter count is closest to ours (QLoRA-style; alpha = r), trained
+   with the same loss, steps, batch and learning rate.
+
+Step time: mean wall time of an optimizer step (first step excluded). Peak memory: the process's
+peak RSS (VmHWM, reset at the start of each training run through /proc/self/clear_refs), so it
+includes the dense teacher, the data and Python itself; the baseline stores its fake-quantized
+weights in float32 (a real 4-bit kernel would store less), ours stores codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from baselines import rtn  # noqa: E402
+from results_io import RESULTS, write_atomic  # noqa: E402
+
+#: Bits per weight of RTN 4-bit with group 128 and a float16 scale and zero per group.
+RTN_BITS, RTN_GROUP = 4, 128
+RTN_BITS_PER_WEIGHT = RTN_BITS + 32 / RTN_GROUP
+
+
+@dataclass(frozen=True)
+class TaskSize:
+    """Sizes of one benchmark run (data, model, training budgets)."""
+
+    n_train: int
+    n_val: int
+    n_test: int
+    image_size: int
+    patch_size: int
+    vision_hidden: int
+    vision_layers: int
+    text_hidden: int
+    text_layers: int
+    stage1_steps: int
+    stage2_epochs: float
+    stage2_lr: float
+    batch_size: int
+    rank: int
+    recovery_steps: int
+    recovery_lr: float
+    eval_batch: int = 64
+    compress_iters: int = 5
+    seed: int = 0
+
+
+SIZES: dict[str, TaskSize] = {
+    "full": TaskSize(n_train=2000, n_val=200, n_test=400, image_size=64, patch_size=16, vision_hidden=64,
+                     vision_layers=2, text_hidden=128, text_layers=2, stage1_steps=30, stage2_epochs=5.0,
+                     stage2_lr=1e-3, batch_size=32, rank=4, recovery_steps=100, recovery_lr=1e-3),
+    "ci": TaskSize(n_train=48, n_val=16, n_test=16, image_size=32, patch_size=16, vision_hidden=32,
+                   vision_layers=2, text_hidden=64, text_layers=1, stage1_steps=2, stage2_epochs=1.0,
+                   stage2_lr=1e-3, batch_size=16, rank=2, recovery_steps=2, recovery_lr=1e-3, eval_batch=16,
+                   compress_iters=1),
+}
+
+
+# ------------------------------------------------------------------------------------------- model
+def task_texts() -> list[str]:
+    """The texts of Shapes-VQA prompts and answers (tokenizer corpus); answers repeated so each is one token."""
+    from llava_fa.modeling.processing_llava_fa import DEFAULT_SYSTEM_PROMPT
+    from llava_fa.training.synthetic_task import ANSWER_HINT, QUESTIONS, answer_vocabulary
+
+    answers = [a for values in answer_vocabulary().values() for a in values]
+    return [*QUESTIONS.values(), ANSWER_HINT, DEFAULT_SYSTEM_PROMPT, "system", "user", "assistant", *answers * 10]
+
+
+def build_task_tokenizer(texts: list[str], vocab_size: int = 384) -> Any:
+    """A deterministic byte-level BPE `Qwen2Tokenizer` trained on `texts` (x50).
+
+    Special tokens and ids as the tiny preset's (`<|endoftext|>`=0 pad, `<|im_start|>`=1,
+    `<|im_end|>`=2 eos, `<image>`=3), so `LlavaFAConfig.from_preset("tiny")` ids apply.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    from llava_fa.testing.tiny import TINY_SPECIAL_TOKENS
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(PRETOKENIZE_REGEX, behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=TINY_SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(list(texts) * 50, trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    tokenizer = Qwen2Tokenizer(vocab=state["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>",
+                               pad_token="<|endoftext|>", extra_special_tokens=["<|im_start|>", "<image>"])
+    tokenizer.padding_side = "left"
+    ids = tokenizer.convert_tokens_to_ids(TINY_SPECIAL_TOKENS)
+    if ids != list(range(len(TINY_SPECIAL_TOKENS))) or len(tokenizer) > vocab_size:
+        raise RuntimeError(f"task tokenizer special ids {ids} / size {len(tokenizer)} do not match the tiny layout.")
+    return tokenizer
+
+
+def task_image_processor(size: TaskSize) -> Any:
+    """LLaVA's preprocessing (pad to square, resize, crop) with white mapped to 0: mean 1, std 0.5 per channel.
+
+    Shapes-VQA draws a few small shapes on a white background. With CLIP's statistics the constant
+    white dominates every patch embedding of a vision tower trained from scratch (the image features
+    of two different images differed by ~0.1 % of their scale and the model stayed at chance); with
+    white at 0 a patch embeds only what is drawn in it.
+    """
+    from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
+
+    return LlavaImageProcessorPil(size={"shortest_edge": size.image_size},
+                                  crop_size={"height": size.image_size, "width": size.image_size},
+                                  do_pad=True, image_mean=[1.0, 1.0, 1.0], image_std=[0.5, 0.5, 0.5])
+
+
+def build_task_model(size: TaskSize, tokenizer: Any) -> tuple[nn.Module, Any]:
+    """A randomly initialised (seeded) LLaVA-FA of `size` and its processor for `tokenizer`."""
+    from transformers import GenerationConfig
+
+    from llava_fa import LlavaFAConfig, LlavaFAForConditionalGeneration, LlavaFAProcessor
+
+    config = LlavaFAConfig.from_preset(
+        "tiny",
+        vision_config={"hidden_size": size.vision_hidden, "intermediate_size": 2 * size.vision_hidden,
+                       "num_hidden_layers": size.vision_layers, "num_attention_heads": 4,
+                       "image_size": size.image_size, "patch_size": size.patch_size},
+        text_config={"hidden_size": size.text_hidden, "intermediate_size": 2 * size.text_hidden,
+                     "num_hidden_layers": size.text_layers, "num_attention_heads": 4, "num_key_value_heads": 2},
+    )
+    processor = LlavaFAProcessor.from_model_config(config, tokenizer, image_processor=task_image_processor(size))
+    torch.manual_seed(size.seed)
+    model = LlavaFAForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.pad_token_id],
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, do_sample=False)
+    return model, processor
+
+
+# ------------------------------------------------------------------------------------------- baseline
+def fourier_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """``{name: FourierLinear}`` of a compressed model (peft wrappers stripped from the names)."""
+    return {name.replace(".base_layer", ""): m for name, m in model.named_modules()
+            if getattr(m, "is_fourier_linear", False) is True}
+
+
+def rtn_fake_quantize_(model: nn.Module, names: list[str]) -> float:
+    """Replace the weights of the `nn.Linear` modules `names` by their RTN 4-bit g128 reconstruction, in place.
+
+    Returns the bits per weight of those modules as stored by a real RTN kernel (4 + 32/128).
+    """
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name in names:
+            linear = modules[name]
+            if not isinstance(linear, nn.Linear):
+                raise TypeError(f"{name} is a {type(linear).__name__}, expected nn.Linear.")
+            w_hat, _ = rtn(linear.weight.detach(), bits=RTN_BITS, group=RTN_GROUP)
+            linear.weight.copy_(w_hat.to(linear.weight.dtype))
+    return RTN_BITS_PER_WEIGHT
+
+
+def matching_lora_rank(model: nn.Module, names: list[str], budget: int) -> int:
+    """The LoRA rank r >= 1 whose parameter count ``r * sum(in + out)`` over `names` is closest to `budget`."""
+    modules = dict(model.named_modules())
+    per_rank = sum(modules[n].in_features + modules[n].out_features for n in names)
+    return max(1, round(budget / per_rank))
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+def evaluate(model: nn.Module, processor: Any, split: Any, batch_size: int) -> dict[str, Any]:
+    """Exact-match accuracy of greedy answers on `split` (overall and per question type) and its time."""
+    from llava_fa.training.stages import generate_answers
+    from llava_fa.training.synthetic_task import exact_match_accuracy
+
+    start = time.perf_counter()
+    predictions = generate_answers(model, processor, split, batch_size=batch_size, max_new_tokens=3)
+    answers, types = list(split["answer"]), list(split["question_type"])
+    by_type = {}
+    for qtype in sorted(set(types)):
+        idx = [i for i, t in enumerate(types) if t == qtype]
+        by_type[qtype] = exact_match_accuracy([predictions[i] for i in idx], [answers[i] for i in idx])
+    return {"accuracy": exact_match_accuracy(predictions, answers), "by_type": by_type, "n": len(answers),
+            "seconds": time.perf_counter() - start, "examples": list(zip(predictions[:5], answers[:5]))}
+
+
+# ------------------------------------------------------------------------------------------- the run
+def run_task(size: TaskSize, work_dir: str | os.PathLike, *, log: Callable[[str], None] = print,
+             keep: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the whole task pipeline at `size` under `work_dir`; returns the results dict (JSON-serialisable).
+
+    `keep`, if given, receives the live objects (models, processor, datasets, TrainResults) for tests.
+    """
+    from llava_fa import FourierApproxConfig, LlavaFAForConditionalGeneration, compression_report
+    from llava_fa.training.stages import recover, train_alignment, train_instruction
+    from llava_fa.training.synthetic_task import build_shapes_vqa
+
+    from peft import LoraConfig, get_peft_model
+
+    work = Path(work_dir)
+    t_start = time.perf_counter()
+    results: dict[str, Any] = {"size": asdict(size), "torch_threads": torch.get_num_threads(),
+                               "torch": torch.__version__}
+    keep = {} if keep is None else keep
+
+    data = build_shapes_vqa(work / "shapes_vqa", n_train=size.n_train, n_val=size.n_val, n_test=size.n_test,
+                            seed=size.seed, image_size=max(size.image_size, 16))
+    train, val, test = data["train"], data["validation"], data["test"]
+    tokenizer = build_task_tokenizer(task_texts())
+    model, processor = build_task_model(size, tokenizer)
+    results["model"] = {"parameters": sum(p.numel() for p in model.parameters()),
+                        "vision": f"{size.vision_layers}x{size.vision_hidden}",
+                        "text": f"{size.text_layers}x{size.text_hidden}",
+                        "image_tokens": model.config.num_image_tokens, "vocab": len(tokenizer)}
+    keep.update(data=data, processor=processor)
+    log(f"data {len(train)}/{len(val)}/{len(test)}, model {results['model']}")
+
+    common = {"per_device_train_batch_size": size.batch_size, "global_batch_size": size.batch_size,
+              "seed": size.seed, "logging_steps": 10}
+    stage1 = train_alignment(model, processor, train, output_dir=work / "stage1", max_steps=size.stage1_steps,
+                             **common)
+    log(f"stage 1: {stage1.summary()}")
+    stage2 = train_instruction(model, processor, train, output_dir=work / "stage2", adapters=False,
+                               parts=("language_model", "vision_tower"), learning_rate=size.stage2_lr,
+                               projector_learning_rate=size.stage2_lr, num_train_epochs=size.stage2_epochs, **common)
+    log(f"stage 2: {stage2.summary()}")
+    results["stage1"], results["stage2"] = stage1.summary(), stage2.summary()
+    keep.update(stage1=stage1, stage2=stage2)
+
+    dense = model.eval()
+    rows: dict[str, dict[str, Any]] = {}
+    rows["dense"] = {"validation": evaluate(dense, processor, val, size.eval_batch),
+                     **evaluate(dense, processor, test, size.eval_batch), "bits_per_weight": 32.0}
+    log(f"dense: val {rows['dense']['validation']['accuracy']:.4f} test {rows['dense']['accuracy']:.4f}")
+    dense_dir = work / "dense"
+    dense.save_pretrained(dense_dir)
+    processor.save_pretrained(dense_dir)
+    keep.update(dense=dense, dense_dir=dense_dir)
+
+    # --- ours: compressed on load at rank 0 and rank R, then recovery of the rank-R model
+    compressed = {}
+    for rank in (0, size.rank):
+        t0 = time.perf_counter()
+        cmodel = LlavaFAForConditionalGeneration.from_pretrained(dense_dir, quantization_config=FourierApproxConfig(
+            rank=rank, max_iters=size.compress_iters)).eval()
+        seconds = time.perf_counter() - t0
+        report = compression_report(cmodel)
+        rows[f"fourier_r{rank}"] = {**evaluate(cmodel, processor, test, size.eval_batch),
+                                    "bits_per_weight": report.bits_per_weight, "compress_seconds": seconds,
+                                    "compressed_modules": len(report.modules), "mean_weight_error": report.mean_error}
+        compressed[rank] = cmodel
+        log(f"fourier r{rank}: test {rows[f'fourier_r{rank}']['accuracy']:.4f} bpw {report.bits_per_weight:.3f}")
+    student = compressed[size.rank]
+    compressed_dir = work / f"compressed_r{size.rank}"
+    student.save_pretrained(compressed_dir)
+    processor.save_pretrained(compressed_dir)
+    keep.update(compressed=compressed, compressed_dir=compressed_dir)
+    ours = recover(student, processor, train, output_dir=work / "recover", teacher=dense,
+                   max_steps=size.recovery_steps, learning_rate=size.recovery_lr, **common)
+    log(f"recovery: {ours.summary()}")
+    keep.update(recovery=ours)
+    adapted = sorted(ours.model.peft_config["default"].target_modules)
+    rows[f"fourier_r{size.rank}+recovery"] = {**evaluate(ours.model, processor, test, size.eval_batch),
+                                              "bits_per_weight": rows[f"fourier_r{size.rank}"]["bits_per_weight"],
+                                              "trainable_params": ours.trainable_params, "train": ours.summary()}
+
+    # --- baseline: RTN 4-bit g128 of the same modules + LoRA on the same modules, same budget
+    names = sorted(fourier_modules(student))
+    baseline = LlavaFAForConditionalGeneration.from_pretrained(dense_dir).eval()
+    rtn_fake_quantize_(baseline, names)
+    n_weights = sum(dict(baseline.named_modules())[n].weight.numel() for n in names)
+    rows["rtn4_g128"] = {**evaluate(baseline, processor, test, size.eval_batch), "bits_per_weight": RTN_BITS_PER_WEIGHT}
+    lora_rank = matching_lora_rank(baseline, adapted, ours.trainable_params)
+    baseline.requires_grad_(False)
+    lora = get_peft_model(baseline, LoraConfig(r=lora_rank, lora_alpha=lora_rank, lora_dropout=0.0,
+                                               target_modules=adapted))
+    base = recover(lora, processor, train, output_dir=work / "baseline", teacher=dense, max_steps=size.recovery_steps,
+                   learning_rate=size.recovery_lr, **common)
+    log(f"baseline LoRA r{lora_rank}: {base.summary()}")
+    keep.update(baseline=base)
+    lora_bits = base.trainable_params * 16 / n_weights  # adapters saved in float16, as our factors
+    rows["rtn4_g128+lora"] = {**evaluate(base.model, processor, test, size.eval_batch),
+                              "bits_per_weight": RTN_BITS_PER_WEIGHT + lora_bits, "lora_rank": lora_rank,
+                              "trainable_params": base.trainable_params, "train": base.summary()}
+
+    results["rows"] = rows
+    results["compared"] = {
+        "adapted_modules": len(adapted), "quantized_modules": len(names), "quantized_weights": n_weights,
+        "ours_trainable_params": ours.trainable_params, "baseline_trainable_params": base.trainable_params,
+        "ours_step_time_s": ours.step_time_s, "baseline_step_time_s": base.step_time_s,
+        "ours_peak_rss_mib": ours.peak_rss_mib, "baseline_peak_rss_mib": base.peak_rss_mib,
+        "recovery_gap_to_dense_points": 100 * (rows["dense"]["accuracy"] - rows[f"fourier_r{size.rank}+recovery"]["accuracy"]),
+        "ours_minus_baseline_points": 100 * (rows[f"fourier_r{size.rank}+recovery"]["accuracy"]
+                                             - rows["rtn4_g128+lora"]["accuracy"]),
+    }
+    results["total_seconds"] = time.perf_counter() - t_start
+    return results
+
+
+# ------------------------------------------------------------------------------------------- output
+def to_markdown(results: dict[str, Any], command: str) -> str:
+    """The results table (markdown) with the command that produced it."""
+    rows, comp, size = results["rows"], results["compared"], results["size"]
+    r = size["rank"]
+    ours, base = rows[f"fourier_r{r}+recovery"], rows["rtn4_g128+lora"]
+    order = [("dense (float32)", "dense"), ("ours compressed, rank 0", "fourier_r0"),
+             (f"ours compressed, rank {r}", f"fourier_r{r}"),
+             (f"ours compressed, rank {r} + recovery (Fourier-factor adapters)", f"fourier_r{r}+recovery"),
+             ("baseline RTN 4-bit g128", "rtn4_g128"),
+             (f"baseline RTN 4-bit g128 + LoRA r{base['lora_rank']} (QLoRA-style)", "rtn4_g128+lora")]
+    lines = [f"Command: `{command}` ({results['total_seconds']:.0f} s, {results['torch_threads']} torch threads, "
+             f"CPU). Model: vision {results['model']['vision']}, text {results['model']['text']}, "
+             f"{results['model']['parameters']:,} parameters, {results['model']['image_tokens']} image tokens; "
+             f"data {size['n_train']}/{size['n_val']}/{size['n_test']} train/val/test.", "",
+             "| model | test accuracy | bits/weight | trainable params | step time (s) | peak RSS (MiB) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for label, key in order:
+        row = rows[key]
+        train = row.get("train", {})
+        tp = f"{row['trainable_params']:,}" if "trainable_params" in row else ""
+        st = f"{train['step_time_s']:.3f}" if train else ""
+        rss = f"{train['peak_rss_mib']:.0f}" if train else ""
+        lines.append(f"| {label} | {row['accuracy']:.4f} | {row['bits_per_weight']:.3f} | {tp} | {st} | {rss} |")
+    lines += ["", f"Dense validation accuracy {rows['dense']['validation']['accuracy']:.4f}. Recovery and LoRA: "
+              f"{size['recovery_steps']} steps, batch {size['batch_size']}, lr {size['recovery_lr']}, distilled from "
+              f"the dense model (KL on the answer tokens), on the same {comp['adapted_modules']} modules. Gap of ours "
+              f"to dense: {comp['recovery_gap_to_dense_points']:+.2f} points; ours minus baseline: "
+              f"{comp['ours_minus_baseline_points']:+.2f} points. Bits/weight over the {comp['quantized_modules']} "
+              f"compressed Linear modules, adapters/factors counted in float16."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Shapes-VQA fine-tuning benchmark: dense -> compressed -> recovered vs RTN4 + LoRA (CPU).",
+        epilog="example: python benchmarks/finetune.py --size full --threads 2")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full", help="run size (default: full)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--work-dir", default=None, help="folder for data and models (default: a temporary one)")
+    parser.add_argument("--out", default=None, help="results path stem (default: benchmarks/results/finetune_cpu"
+                                                    "[_<size>])")
+    parser.add_argument("--recovery-steps", type=int, default=None, help="override the recovery step budget")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    size = SIZES[args.size]
+    if args.recovery_steps is not None:
+        if args.recovery_steps < 1:
+            parser.error("--recovery-steps must be >= 1")
+        size = replace(size, recovery_steps=args.recovery_steps)
+    stem = Path(args.out) if args.out else RESULTS / ("finetune_cpu" if args.size == "full" else f"finetune_cpu_{args.size}")
+    command = "python " + " ".join(["benchmarks/finetune.py", *(argv if argv is not None else sys.argv[1:])])
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="llava_fa_finetune_"))
+    try:
+        results = run_task(size, work)
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    print(write_results(results, stem, command))
+    return 0
+
+
+def write_results(results: dict[str, Any], stem: str | os.PathLike, command: str) -> str:
+    """Write ``<stem>.json`` (results + command + machine load) and ``<stem>.md`` (the table), atomically.
+
+    Returns the markdown table.
+    """
+    stem = Path(stem)
+    results = dict(results, command=command)
+    try:
+        results["load_average"] = os.getloadavg()
+    except OSError:
+        pass
+    results["cpu_count"] = os.cpu_count()
+    write_atomic(stem.with_name(stem.name + ".json"), json.dumps(results, indent=2, default=str) + "\n")
+    table = to_markdown(results, command)
+    write_atomic(stem.with_name(stem.name + ".md"), table)
+    return table
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

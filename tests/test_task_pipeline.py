@@ -1,0 +1,134 @@
+"""The Shapes-VQA task pipeline of benchmarks/finetune.py at toy size: train, compress, recover, baseline, report.
+
+Checks real values, not the benchmark's figures: accuracies are floats in [0, 1], the compressed folder
+holds FourierLinear modules, recovery moved only the adapter factors (codes bit-identical), the
+baseline has the matched LoRA budget, and the results JSON/markdown hold every key.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "finetune.py"
+ROWS = ("dense", "fourier_r0", "fourier_r2", "fourier_r2+recovery", "rtn4_g128", "rtn4_g128+lora")
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("finetune_benchmark", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    bench = _load_benchmark()
+    work = tmp_path_factory.mktemp("task")
+    keep: dict = {}
+    size = bench.SIZES["ci"]
+    assert size.rank == 2
+    results = bench.run_task(size, work, keep=keep, log=lambda _: None)
+    return bench, results, keep, work
+
+
+def test_task_tokenizer_holds_the_answers_as_single_tokens():
+    bench = _load_benchmark()
+    from llava_fa.training.synthetic_task import answer_vocabulary
+
+    tokenizer = bench.build_task_tokenizer(bench.task_texts())
+    for answers in answer_vocabulary().values():
+        for answer in answers:
+            assert len(tokenizer.encode(answer, add_special_tokens=False)) == 1, answer
+    assert tokenizer.convert_tokens_to_ids("<image>") == 3 and tokenizer.pad_token_id == 0
+
+
+def test_rows_are_real_accuracies_and_bits(run):
+    _, results, _, _ = run
+    rows = results["rows"]
+    assert set(rows) == set(ROWS)
+    for key in ROWS:
+        acc = rows[key]["accuracy"]
+        assert isinstance(acc, float) and 0.0 <= acc <= 1.0, (key, acc)
+        assert rows[key]["n"] == results["size"]["n_test"]
+        assert set(rows[key]["by_type"]) <= {"color", "shape", "count", "position"}
+    assert 0.0 <= rows["dense"]["validation"]["accuracy"] <= 1.0
+    assert 4.1 <= rows["fourier_r0"]["bits_per_weight"] < 4.75  # 3+5 bits per complex pair + scales, levels
+    assert rows["fourier_r2"]["bits_per_weight"] > rows["fourier_r0"]["bits_per_weight"]
+    assert rows["rtn4_g128"]["bits_per_weight"] == 4.25
+    for stage in ("stage1", "stage2"):
+        assert results[stage]["steps"] >= 1 and math.isfinite(results[stage]["final_loss"])
+
+
+def test_compressed_folder_holds_fourier_linear_modules(run):
+    _, _, keep, _ = run
+    from llava_fa import LlavaFAForConditionalGeneration
+    from llava_fa.quantization import is_fourier_linear
+
+    folder = keep["compressed_dir"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "fourier_approx"
+    assert config["quantization_config"]["rank"] == 2
+    reloaded = LlavaFAForConditionalGeneration.from_pretrained(folder)
+    parts = {name.split(".")[1] for name, m in reloaded.named_modules() if is_fourier_linear(m)}
+    assert parts == {"vision_tower", "multi_modal_projector", "language_model"}
+
+
+def test_recovery_moved_only_the_adapter_factors(run):
+    _, results, keep, _ = run
+    from llava_fa import LlavaFAForConditionalGeneration
+    from llava_fa.training.trainer_support import check_frozen_unchanged, frozen_state
+
+    before = LlavaFAForConditionalGeneration.from_pretrained(keep["compressed_dir"])
+    recovery = keep["recovery"]
+    peft_model = recovery.model
+    assert recovery.steps == results["size"]["recovery_steps"]
+    assert recovery.trained_parameters and all(".fourier_l" in n for n in recovery.trained_parameters)
+    check_frozen_unchanged(frozen_state(before), peft_model)  # codes, scales, levels, tables: bit-identical
+    base_state = before.state_dict()
+    moved = 0
+    for name, tensor in peft_model.get_base_model().state_dict().items():
+        if ".fourier_l" in name:
+            continue
+        key = name.replace(".base_layer", "")
+        assert torch.equal(tensor, base_state[key]), f"{key} changed during recovery"
+    for name, param in peft_model.named_parameters():
+        if ".fourier_l" in name:
+            moved += int(param.requires_grad)
+    assert moved == len(recovery.trained_parameters)
+    # the adapters moved away from the factors they were copied from (the base layer keeps the originals)
+    from llava_fa.adapters import FourierLoraLayer
+    from llava_fa.adapters.layer import base_factors
+
+    layers = [m for m in peft_model.modules() if isinstance(m, FourierLoraLayer)]
+    assert layers
+    assert any(not torch.equal(m.fourier_l1["default"], base_factors(m.base_layer)[0]) for m in layers)
+
+
+def test_baseline_matches_the_budget_and_results_are_written(run, tmp_path):
+    bench, results, keep, _ = run
+    comp = results["compared"]
+    ours, base = comp["ours_trainable_params"], comp["baseline_trainable_params"]
+    assert ours > 0 and base > 0
+    assert abs(base - ours) / ours < 0.5  # the closest whole LoRA rank
+    assert results["rows"]["rtn4_g128+lora"]["lora_rank"] >= 1
+    for key in ("ours_step_time_s", "baseline_step_time_s", "ours_peak_rss_mib", "baseline_peak_rss_mib"):
+        assert comp[key] > 0, key
+    table = bench.write_results(results, tmp_path / "finetune_ci", "python benchmarks/finetune.py --size ci")
+    data = json.loads((tmp_path / "finetune_ci.json").read_text())
+    assert set(data["rows"]) == set(ROWS)
+    for key in ("size", "model", "stage1", "stage2", "compared", "command", "total_seconds", "cpu_count"):
+        assert key in data, key
+    md = (tmp_path / "finetune_ci.md").read_text()
+    assert md == table and "| model | test accuracy |" in md and "QLoRA-style" in md
+    assert md.count("\n| ") == 1 + len(ROWS)  # header + one line per row
