@@ -1,15 +1,23 @@
-"""Fine-tuning LLaVA-FA: data loading and collation (`data`, `collator`), a generated task (`synthetic_task`).
+"""Fine-tuning LLaVA-FA.
 
-Light on import: heavy optional pieces stay in their submodules.
+* data: `load_llava_dataset` (LLaVA conversation JSON / JSONL -> validated `datasets.Dataset`,
+  images kept as paths), `LlavaCollator` (chat template, image tokens, assistant-only labels,
+  right padding), `build_generation_batch` (left-padded prompts for evaluation);
+* a generated task: `llava_fa.training.synthetic_task` (`build_shapes_vqa`, `exact_match_accuracy`).
 """
 
-from .collator import LlavaCollator
-from .data import LoadReport, load_llava_dataset, load_llava_dataset_with_report
+from .collator import LlavaCollator, build_generation_batch
+from .data import BadRecordError, LoadReport, load_llava_dataset, load_llava_dataset_with_report
+from .synthetic_task import build_shapes_vqa, exact_match_accuracy
 
 __all__ = [
     # data
+    "BadRecordError",
     "LlavaCollator",
     "LoadReport",
+    "build_generation_batch",
+    "build_shapes_vqa",
+    "exact_match_accuracy",
     "load_llava_dataset",
     "load_llava_dataset_with_report",
 ]
