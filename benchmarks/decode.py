@@ -327,12 +327,15 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default: 50 cuda, 5 cpu)")
     parser.add_argument("--batches", type=int, nargs="*", default=None)
     parser.add_argument("--shapes", nargs="*", default=None, help=f"subset of {list(SHAPES)}")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--compile-check", action="store_true",
                         help="also run two layers under torch.compile(mode='reduce-overhead') against eager")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default results/decode_<device>.json)")
     args = parser.parse_args()
     shapes = {k: v for k, v in SHAPES.items() if args.shapes is None or k in args.shapes}
     extra: dict = {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.device == "cuda":
         if not torch.cuda.is_available():
             sys.exit("--device cuda was asked for but torch sees no CUDA device")

@@ -118,7 +118,7 @@ def dequantized_rows(spec: SpectralCodes, start: int, stop: int) -> torch.Tensor
     c0, c1 = start * spec.n_cols, stop * spec.n_cols
     count = c1 - c0
     if spec.code_bits == 8:
-        codes = spec.codes[c0:c1].long()
+        codes = spec.codes[c0:c1].int()  # int32 indices: index_select is several times faster than with int64
     else:
         codes = unpack_codes(spec.codes[c0 * spec.code_bits // 8:], spec.code_bits, count)
     # (Re, Im) float32 pairs gathered as one 8-byte word each (a 1-D float64 index_select: the fast CPU path;
@@ -128,12 +128,12 @@ def dequantized_rows(spec: SpectralCodes, start: int, stop: int) -> torch.Tensor
     g0 = c0 // spec.group_len
     if c0 % spec.group_len == 0 and count % spec.group_len == 0:
         scale = spec.scales[g0:g0 + count // spec.group_len].float()
-        values = (values.view(-1, spec.group_len, 2) * scale[:, None, None]).view(count, 2)
+        values.view(-1, 2 * spec.group_len).mul_(scale[:, None])  # in place on the fresh gather: no broadcast copy
     else:
         g1 = -(-c1 // spec.group_len)
         scale = spec.scales[g0:g1].float().repeat_interleave(spec.group_len)
         offset = c0 - g0 * spec.group_len
-        values = values * scale[offset:offset + count, None]
+        values.mul_(scale[offset:offset + count, None])
     return values.view(stop - start, 2 * spec.n_cols)
 
 
