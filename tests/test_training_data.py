@@ -179,3 +179,9 @@ def test_conversation_to_messages_moves_image_to_turn_start():
         {"role": "user", "content": [{"type": "text", "text": "More?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "No."}]},
     ]
+
+
+def test_byte_order_mark_is_tolerated(tmp_path):
+    path = _write(tmp_path, GOOD)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert load_llava_dataset(path)["id"] == ["img1", "7", "img2"]

@@ -203,7 +203,7 @@ def read_llava_records(path: str | os.PathLike) -> list[Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LLaVA data file {str(path)!r} does not exist.")
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
