@@ -108,7 +108,7 @@ class LlavaFAProcessor(ShipsRemoteCode, LlavaProcessor):
         tokenizer: PreTrainedTokenizerBase,
         image_processor: Any | None = None,
         pad_to_square: bool = True,
-    ) -> "LlavaFAProcessor":
+    ) -> LlavaFAProcessor:
         """Build the processor matching a `LlavaFAConfig` (image size, patch size, strategy, image token).
 
         Adds "<image>" to `tokenizer` as a special token if missing, then checks that its id is
