@@ -225,9 +225,9 @@ class FourierLinear(nn.Module):
         return weight if dtype is None else weight.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        compute = self.compute_dtype or x.dtype
-        bias = None if self.bias is None else self.bias.to(compute)
-        return F.linear(x.to(compute), self.dense_weight(compute), bias).to(x.dtype)
+        from ..kernels.dispatch import fourier_linear_forward  # fast path: no dense weight per call
+
+        return fourier_linear_forward(self, x)
 
     def dequantize(self, dtype: Optional[torch.dtype] = None) -> nn.Linear:
         """An `nn.Linear` with the approximated weight (`dtype`: default the bias dtype, else float32)."""
