@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -240,49 +241,48 @@ def methods(with_hqq: bool) -> dict[str, Method]:
     rtn128 = lambda w: baselines.rtn(w, 4, 128)  # noqa: E731
     nf4_64 = lambda w: baselines.nf4(w, 64)  # noqa: E731
     vq = dict(BEST, codebook="vq")
+    hqq = (lambda g: spatial(lambda w: baselines.hqq(w, 4, g))) if with_hqq else None
+    # Most informative rows first: a run cut short (per-row saving) still has them.
     table: dict[str, Method] = {
-        # uncalibrated, rank 0
+        "nf4 g64": spatial(nf4_64),
+        "rtn4 g64": spatial(rtn64),
+        "rtn4 g128": spatial(rtn128),
+        "gptq4 g128": gptq_method(128),
+        "gptq4 g64": gptq_method(64),
+        "fourier best r0": fourier(0, **BEST),
+        "fourier best r0 +EF": feedback(0),
+        "fourier best g32 r0 +EF": feedback(0, group_size=32),
+        "spatial pairs, same EF quantiser (lloyd 3+5) r0": pairs_feedback("lloyd"),
+        "spatial pairs, same quantiser (lloyd 3+5) r0": spatial(lambda w: baselines.spatial_pairs(w, "lloyd")),
+        "fourier best r0 +calib (channel scale)": fourier(0, calibrated=True, **BEST),
+        "fourier vq r0 +EF": feedback(0, codebook="vq"),
+        "fourier vq r0": fourier(0, **vq),
+        "spatial pairs, same EF quantiser (vq 3+5) r0": pairs_feedback("vq"),
+        "spatial pairs, same quantiser (vq 3+5) r0": spatial(lambda w: baselines.spatial_pairs(w, "vq")),
         "fourier paper (rfft2, 4+4, per-matrix) r0": fourier(0, **PAPER),
         "fourier paper grid + rfft + group 64 r0": fourier(0, transform="rfft", group_size=64, amplitude_bits=4,
                                                           phase_bits=4, codebook="uniform", phase_aware=False),
         "fourier + phase-aware amplitude r0": fourier(0, transform="rfft", group_size=64, amplitude_bits=4,
                                                       phase_bits=4, codebook="uniform", phase_aware=True),
         "fourier + lloyd levels 4+4 r0": fourier(0, transform="rfft", group_size=64, amplitude_bits=4, phase_bits=4),
-        "fourier best r0": fourier(0, **BEST),
-        "fourier vq r0": fourier(0, **vq),
-        "spatial pairs, same quantiser (lloyd 3+5) r0": spatial(lambda w: baselines.spatial_pairs(w, "lloyd")),
-        "spatial pairs, same quantiser (vq 3+5) r0": spatial(lambda w: baselines.spatial_pairs(w, "vq")),
-        "rtn4 g64": spatial(rtn64),
-        "rtn4 g128": spatial(rtn128),
-        "nf4 g64": spatial(nf4_64),
-        # calibrated, rank 0
-        "fourier best r0 +calib (channel scale)": fourier(0, calibrated=True, **BEST),
-        "fourier best r0 +EF": feedback(0),
-        "fourier best g32 r0 +EF": feedback(0, group_size=32),
-        "fourier vq r0 +EF": feedback(0, codebook="vq"),
-        "spatial pairs, same EF quantiser (lloyd 3+5) r0": pairs_feedback("lloyd"),
-        "spatial pairs, same EF quantiser (vq 3+5) r0": pairs_feedback("vq"),
-        "gptq4 g128": gptq_method(128),
-        "gptq4 g64": gptq_method(64),
-        "rtn4 g128 +calib (channel scale)": spatial(rtn128, calibrated=True),
-        # low rank
-        "fourier paper (rfft2, 4+4, per-matrix) r8": fourier(8, **PAPER),
-        "fourier best r8": fourier(8, **BEST),
-        "fourier best r16": fourier(16, **BEST),
-        "fourier vq r8": fourier(8, **vq),
         "loftq nf4 g64 r8-budget": spatial(nf4_64, 8),
-        "loftq nf4 g64 r16-budget": spatial(nf4_64, 16),
         "qlora-style rtn4 g128 + svd r8-budget": spatial(rtn128, 8, iters=1),
-        "qlora-style rtn4 g128 + svd r16-budget": spatial(rtn128, 16, iters=1),
-        "fourier best r8 +calib (channel scale)": fourier(8, calibrated=True, **BEST),
-        "fourier best r8 +spectral calib (input power spectrum)": fourier(8, spectral=True, **BEST),
+        "fourier best r8": fourier(8, **BEST),
         "fourier best r8 +EF": feedback(8),
         "loftq nf4 g64 r8-budget +calib (channel scale)": spatial(nf4_64, 8, calibrated=True),
         "loftq gptq4 g128 r8-budget": gptq_method(128, 8),
+        "fourier best r16": fourier(16, **BEST),
+        "loftq nf4 g64 r16-budget": spatial(nf4_64, 16),
+        "qlora-style rtn4 g128 + svd r16-budget": spatial(rtn128, 16, iters=1),
+        "fourier best r8 +calib (channel scale)": fourier(8, calibrated=True, **BEST),
+        "fourier paper (rfft2, 4+4, per-matrix) r8": fourier(8, **PAPER),
+        "fourier best r8 +spectral calib (input power spectrum)": fourier(8, spectral=True, **BEST),
+        "rtn4 g128 +calib (channel scale)": spatial(rtn128, calibrated=True),
+        "fourier vq r8": fourier(8, **vq),
     }
-    if with_hqq:
-        table["hqq4 g64"] = spatial(lambda w: baselines.hqq(w, 4, 64))
-        table["hqq4 g128"] = spatial(lambda w: baselines.hqq(w, 4, 128))
+    if hqq is not None:
+        table["hqq4 g64"] = hqq(64)
+        table["hqq4 g128"] = hqq(128)
         table["loftq hqq4 g128 r8-budget"] = spatial(lambda w: baselines.hqq(w, 4, 128), 8)
         table["hqq4 g128 +calib (channel scale)"] = spatial(lambda w: baselines.hqq(w, 4, 128), calibrated=True)
     return table
@@ -321,27 +321,34 @@ class SentenceEncoder:
 
 
 def quality(weights: dict[str, torch.Tensor], eval_inputs: dict[str, torch.Tensor], encoder: SentenceEncoder,
-            only: list[str]) -> list[dict]:
+            only: list[str], shard: tuple[int, int] = (0, 1),
+            on_row: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
     with_hqq = baselines.hqq(torch.randn(8, 64), 4, 64) is not None
     rows = []
-    for name, method in methods(with_hqq).items():
+    for index, (name, method) in enumerate(methods(with_hqq).items()):
         if only and not any(o in name for o in only):
             continue
+        if index % shard[1] != shard[0]:
+            continue
         rel, out, bits, numel, approx = [], [], 0, 0, {}
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for key, w in weights.items():
             w_hat, nbits = method(w, key)
-            approx[key] = w_hat
+            w_hat = w_hat.float()
+            approx[key] = w_hat.cpu()
             rel.append(float((w - w_hat).norm() / w.norm()))
             x = eval_inputs[key].T
             out.append(float(((w - w_hat) @ x).norm() / (w @ x).norm()))
             bits, numel = bits + nbits, numel + w.numel()
-        seconds = time.perf_counter() - start
+        _sync(w.device.type)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
         rows.append(
             dict(method=name, bits_per_weight=bits / numel, rel_error=sum(rel) / len(rel),
-                 output_error=sum(out) / len(out), one_minus_cos=encoder.one_minus_cosine(approx), seconds=seconds)
+                 output_error=sum(out) / len(out), one_minus_cos=encoder.one_minus_cosine(approx), seconds=seconds,
+                 cpu_seconds=cpu_seconds, device=w.device.type)
         )
         r = rows[-1]
+        on_row(rows)
         print(f"{name:50s} bpw={r['bits_per_weight']:.3f} rel={r['rel_error']:.4f} out={r['output_error']:.4f} "
               f"1-cos={r['one_minus_cos']:.5f} {seconds:.1f}s", flush=True)
     return sorted(rows, key=lambda r: (r["bits_per_weight"], r["output_error"]))
@@ -397,7 +404,7 @@ def markdown(quality_rows: list[dict], timing_rows: list[dict]) -> str:
              "|---|---:|---:|---:|---:|---:|"]
     for r in quality_rows:
         lines.append(f"| {r['method']} | {r['bits_per_weight']:.3f} | {r['rel_error']:.4f} | {r['output_error']:.4f} "
-                     f"| {r['one_minus_cos']:.4f} | {r['seconds']:.1f} |")
+                     f"| {r['one_minus_cos']:.4f} | {r['seconds']:.1f} ({r['device']}) |")
     lines += ["", "| matrix | device | method | rank | codebook | s / matrix | rounds |",
               "|---|---|---|---:|---|---:|---:|"]
     for r in timing_rows:
@@ -412,7 +419,18 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true", help="only time compression")
     parser.add_argument("--only", default="", help="comma-separated substrings: run only matching quality rows")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--shard", default="0/1", help="I/K: run quality rows I, I+K, ... (timings in shard 0); "
+                        "writes ..._shardI files, combined by --merge K")
+    parser.add_argument("--merge", type=int, default=0, help="combine K shard files into the main result files")
+    parser.add_argument("--quality-device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the quality rows compute (cuda: same code on the GPU, much faster)")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.device, args.merge)
+        return
+    shard = tuple(int(v) for v in args.shard.split("/"))
+    if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+        sys.exit(f"--shard must be I/K with 0 <= I < K, got {args.shard!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -426,28 +444,49 @@ def main() -> None:
     only = [o for o in args.only.split(",") if o]
     quality_rows: list[dict] = []
     started = time.perf_counter()
-    if not args.skip_quality:
-        calibration_inputs = minilm_linear_inputs(CALIBRATION)
-        CAL_POWER.update({k: x.square().mean(0) for k, x in calibration_inputs.items()})
-        CAL_SPECTRUM.update({k: input_power_spectrum(x, "rfft") for k, x in calibration_inputs.items()})
-        CAL_SIGMA.update({k: input_second_moment(x) for k, x in calibration_inputs.items()})
-        encoder = SentenceEncoder(EVALUATION, list(weights))
-        quality_rows = quality(weights, minilm_linear_inputs(EVALUATION), encoder, only)
     stem = f"approximation_{args.device}" + ("_timing" if args.skip_quality else "") + ("_partial" if only else "")
+    stem += f"_shard{shard[0]}" if shard[1] > 1 else ""
     meta = dict(torch=torch.__version__, device=torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
+                quality_device=args.quality_device, cpu_cores=os.cpu_count(),
                 threads=torch.get_num_threads(), matrices=len(weights), best_settings=BEST, paper_settings=PAPER,
                 damp=DAMP, calibration_sentences=len(CALIBRATION), evaluation_sentences=len(EVALUATION))
 
-    def save(timing_rows: list[dict]) -> str:
+    def save(rows: list[dict], timing_rows: list[dict]) -> str:
         meta["total_seconds"] = time.perf_counter() - started
-        payload = dict(meta=meta, quality=quality_rows, timings=timing_rows)
+        rows = sorted(rows, key=lambda r: (r["bits_per_weight"], r["output_error"]))
+        payload = dict(meta=meta, quality=rows, timings=timing_rows)
         write_atomic(RESULTS / f"{stem}.json", json.dumps(payload, indent=2, default=str))
-        table = markdown(quality_rows, timing_rows)
+        table = markdown(rows, timing_rows)
         write_atomic(RESULTS / f"{stem}.md", table)
         return table
 
-    save([])  # the quality rows are kept even if timing fails
-    print(save([] if only else timings(args.device, weights)))
+    if not args.skip_quality:
+        qd = args.quality_device
+        if qd == "cuda" and not torch.cuda.is_available():
+            sys.exit("--quality-device cuda was asked for but torch sees no CUDA device")
+        calibration_inputs = minilm_linear_inputs(CALIBRATION)
+        CAL_POWER.update({k: x.square().mean(0).to(qd) for k, x in calibration_inputs.items()})
+        CAL_SPECTRUM.update({k: input_power_spectrum(x, "rfft").to(qd) for k, x in calibration_inputs.items()})
+        CAL_SIGMA.update({k: input_second_moment(x).to(qd) for k, x in calibration_inputs.items()})
+        encoder = SentenceEncoder(EVALUATION, list(weights))
+        eval_inputs = {k: x.to(qd) for k, x in minilm_linear_inputs(EVALUATION).items()}
+        quality_rows = quality({k: w.to(qd) for k, w in weights.items()}, eval_inputs, encoder, only, shard,
+                               on_row=lambda rows: save(rows, []))  # saved after every row
+    print(save(quality_rows, [] if only or shard[0] else timings(args.device, weights)))
+
+
+def merge(device: str, shards: int) -> None:
+    """Combine ``approximation_<device>_shard{0..K-1}.json`` into ``approximation_<device>.{json,md}``."""
+    parts = [json.loads((RESULTS / f"approximation_{device}_shard{i}.json").read_text()) for i in range(shards)]
+    quality_rows = sorted((r for p in parts for r in p["quality"]), key=lambda r: (r["bits_per_weight"], r["output_error"]))
+    timing_rows = [r for p in parts for r in p["timings"]]
+    meta = dict(parts[0]["meta"], shards=shards, total_seconds=max(p["meta"]["total_seconds"] for p in parts),
+                shard_seconds=[p["meta"]["total_seconds"] for p in parts])
+    write_atomic(RESULTS / f"approximation_{device}.json",
+                 json.dumps(dict(meta=meta, quality=quality_rows, timings=timing_rows), indent=2, default=str))
+    table = markdown(quality_rows, timing_rows)
+    write_atomic(RESULTS / f"approximation_{device}.md", table)
+    print(table)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,8 @@ def gptq(w: torch.Tensor, sigma: torch.Tensor, bits: int = 4, group: int = 128, 
     dead = torch.diagonal(h) <= 0
     h[dead, dead] = 1.0
     work[:, dead] = 0.0
-    perm = torch.argsort(torch.diagonal(h), descending=True) if act_order else torch.arange(n)
+    perm = torch.argsort(torch.diagonal(h), descending=True) if act_order else torch.arange(n, device=h.device)
+    perm_list = perm.tolist()
     work, h = work[:, perm], h[perm][:, perm]
     torch.diagonal(h).add_(damp * float(torch.diagonal(h).mean()))
     u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
@@ -145,7 +146,7 @@ def gptq(w: torch.Tensor, sigma: torch.Tensor, bits: int = 4, group: int = 128, 
         for j in range(stop - start):
             col = start + j
             if static is not None:
-                scale, zero = static[int(perm[col]) // group]
+                scale, zero = static[perm_list[col] // group]
             elif col % group == 0:
                 scale, zero = fit(work[:, col : col + group] if j == 0 else
                                   torch.cat([blk[:, j:], work[:, stop:]], 1)[:, :group])
