@@ -66,6 +66,7 @@ class TaskSize:
     patch_size: int
     vision_hidden: int
     vision_layers: int
+    vision_feature_layer: int
     text_hidden: int
     text_layers: int
     stage1_steps: int
@@ -82,10 +83,10 @@ class TaskSize:
 
 SIZES: dict[str, TaskSize] = {
     "full": TaskSize(n_train=2000, n_val=200, n_test=400, image_size=64, patch_size=16, vision_hidden=64,
-                     vision_layers=2, text_hidden=128, text_layers=2, stage1_steps=30, stage2_epochs=5.0,
+                     vision_layers=1, vision_feature_layer=-2, text_hidden=128, text_layers=2, stage1_steps=30, stage2_epochs=10.0,
                      stage2_lr=1e-3, batch_size=32, rank=4, recovery_steps=100, recovery_lr=1e-3),
     "ci": TaskSize(n_train=48, n_val=16, n_test=16, image_size=32, patch_size=16, vision_hidden=32,
-                   vision_layers=2, text_hidden=64, text_layers=1, stage1_steps=2, stage2_epochs=1.0,
+                   vision_layers=1, vision_feature_layer=-1, text_hidden=64, text_layers=1, stage1_steps=2, stage2_epochs=1.0,
                    stage2_lr=1e-3, batch_size=16, rank=2, recovery_steps=2, recovery_lr=1e-3, eval_batch=16,
                    compress_iters=1),
 }
@@ -160,6 +161,7 @@ def build_task_model(size: TaskSize, tokenizer: Any) -> tuple[nn.Module, Any]:
                        "image_size": size.image_size, "patch_size": size.patch_size},
         text_config={"hidden_size": size.text_hidden, "intermediate_size": 2 * size.text_hidden,
                      "num_hidden_layers": size.text_layers, "num_attention_heads": 4, "num_key_value_heads": 2},
+        vision_feature_layer=size.vision_feature_layer,
     )
     processor = LlavaFAProcessor.from_model_config(config, tokenizer, image_processor=task_image_processor(size))
     torch.manual_seed(size.seed)
@@ -244,6 +246,7 @@ def run_task(size: TaskSize, work_dir: str | os.PathLike, *, log: Callable[[str]
     results["model"] = {"parameters": sum(p.numel() for p in model.parameters()),
                         "vision": f"{size.vision_layers}x{size.vision_hidden}",
                         "text": f"{size.text_layers}x{size.text_hidden}",
+                        "vision_feature_layer": size.vision_feature_layer,
                         "image_tokens": model.config.num_image_tokens, "vocab": len(tokenizer)}
     keep.update(data=data, processor=processor)
     log(f"data {len(train)}/{len(val)}/{len(test)}, model {results['model']}")

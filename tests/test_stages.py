@@ -196,3 +196,48 @@ def test_recover_on_labels_and_bad_input(shapes, folders, tmp_path):
         train_instruction(dense, processor, shapes, parts=("decoder",))
     with pytest.raises(TypeError, match="nn.Module"):
         train_alignment("model", processor, shapes)
+
+
+def _train_cli():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    spec = importlib.util.spec_from_file_location("train_cli", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_help_and_clear_errors(tmp_path, capsys):
+    cli = _train_cli()
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "stage1" in out and "recover" in out and "examples:" in out
+    with pytest.raises(SystemExit) as info:
+        cli.main(["stage1", "--model", str(tmp_path), "--data", str(tmp_path / "missing.json"),
+                  "--output-dir", str(tmp_path / "out")])
+    assert "missing.json" in str(info.value.code) and "not a file" in str(info.value.code)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["stage2", "--model", "m", "--data", "d", "--output-dir", "o", "--max-steps", "0"])
+    assert info.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_cli_stage1_end_to_end(shapes, tmp_path):
+    from llava_fa.testing import save_tiny_llava_fa
+
+    import json as _json
+
+    cli = _train_cli()
+    model_dir = save_tiny_llava_fa(tmp_path / "tiny", seed=0)
+    records = [{"id": r["id"], "image": r["images"][0], "conversations": r["conversations"]} for r in shapes]
+    (tmp_path / "train.json").write_text(_json.dumps(records))
+    assert cli.main(["stage1", "--model", str(model_dir), "--data", str(tmp_path / "train.json"),
+                     "--output-dir", str(tmp_path / "out"), "--max-steps", "1", "--batch-size", "4"]) == 0
+    summary = _json.loads((tmp_path / "out" / "train_result.json").read_text())
+    assert summary["stage"] == "alignment" and summary["steps"] == 1
+    assert (tmp_path / "out" / "mm_projector.safetensors").is_file()
+    assert (tmp_path / "out" / "model" / "config.json").is_file()
