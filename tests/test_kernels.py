@@ -138,6 +138,15 @@ def test_input_layouts_and_dtypes(dtype, tol):
                 assert _rel(y, _reference(layer, x)) < tol
 
 
+def test_empty_batch_with_autograd():
+    layer = _layer(m=6, n=20)
+    x = torch.randn(0, 20, requires_grad=True)
+    y = fourier_linear_forward(layer, x)
+    assert y.shape == (0, 6)
+    y.sum().backward()
+    assert x.grad.shape == (0, 20)
+
+
 def test_compute_dtype_is_respected():
     layer = _layer(m=8, n=32)
     layer.compute_dtype = torch.bfloat16
@@ -212,6 +221,15 @@ for (m, n, group, rank, bias, rows, dtype, codebook) in [
     out.append(dict(m=m, n=n, dtype=dtype, shape=list(y.shape), out_dtype=str(y.dtype),
                     err=float((y.float() - ref).norm() / ref.norm()),
                     dequant_err=float((w_kernel - w_planar).norm() / w_planar.norm())))
+mod = layer(24, 40, 16, 3, True, "lloyd", 1)
+l1, l2 = lowrank_factors(mod)
+args = (mod.codes, mod.scales, getattr(mod, "levels", None), None, mod.input_scale, l1, l2, mod.bias, 24,
+        mod.phase_bits, 16, torch.float32)
+xs = torch.randn(40, 3).T  # non-contiguous rows
+ref = torch.nn.functional.linear(xs, mod.dense_weight(), mod.bias)
+y = triton_fourier_linear(xs, *args)
+empty = triton_fourier_linear(torch.randn(0, 40), *args)
+out.append(dict(noncontig_err=float((y - ref).norm() / ref.norm()), empty_shape=list(empty.shape)))
 try:
     lut_linear(torch.randn(2, 3, 2), 40, mod.codes, mod.scales, prep["tables"], 16, 5)
     out.append(dict(error=None))
@@ -228,8 +246,9 @@ def test_triton_kernels_in_the_interpreter():
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.split("RESULT", 1)[1])
-    *cases, error = rows
+    *cases, extra, error = rows
     assert len(cases) == 7
+    assert extra["noncontig_err"] < 1e-5 and extra["empty_shape"] == [0, 24]
     tol = {"float32": 1e-5, "float16": 4e-3, "bfloat16": 2e-2}
     for row in cases:
         assert row["shape"][1] == row["m"] and row["out_dtype"] == f"torch.{row['dtype']}"

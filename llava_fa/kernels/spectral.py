@@ -82,6 +82,8 @@ def spectral_codes(module) -> SpectralCodes:
 def spectral_input(x: torch.Tensor, input_scale: torch.Tensor) -> torch.Tensor:
     """``view_as_real(rfft(x / d, norm="ortho"))``: float32 ``(M, n // 2 + 1, 2)`` for ``x`` ``(M, n)``."""
     u = x.float() / input_scale.float()
+    if u.shape[0] == 0:  # MKL's FFT rejects an empty batch; keep the graph connected to x
+        return u.new_zeros(0, u.shape[-1] // 2 + 1, 2) + u.sum() * 0
     return torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
 
 
@@ -209,7 +211,7 @@ def lowrank_output_matrix(l1: torch.Tensor) -> torch.Tensor:
 
 def lowrank_term(uv: torch.Tensor, l1: torch.Tensor, l2: torch.Tensor, n: int) -> torch.Tensor:
     """``x W_lr^T`` float32 ``(M, m)`` from ``uv`` ``(M, n // 2 + 1, 2)``; differentiable in all three."""
-    flat = uv.reshape(uv.shape[0], -1)
+    flat = uv.flatten(1)
     t = flat @ lowrank_input_matrix(l2, n).T
     return t @ lowrank_output_matrix(l1).T
 

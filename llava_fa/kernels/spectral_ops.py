@@ -98,6 +98,8 @@ def triton_fourier_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Te
     ``x`` ``(M, n)``; runs on CPU tensors too under ``TRITON_INTERPRET=1`` (tests).
     """
     n = x.shape[-1]
+    if x.shape[0] == 0:
+        return x.new_zeros(0, out_features, dtype=out_dtype)
     prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, 8)
     if use_prep_kernel(x.shape[0], n):
         u, t = spectral_prep(x, None if prep["unit_scale"] else prep["inv_scale"], prep.get("lr_a"))
@@ -105,7 +107,7 @@ def triton_fourier_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Te
     else:
         u = x.float() if prep["unit_scale"] else x * prep["inv_scale"]
         uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
-        t = None if l1 is None else uv.reshape(uv.shape[0], -1) @ prep["lr_in"].T
+        t = None if l1 is None else uv.flatten(1) @ prep["lr_in"].T
     return lut_linear(uv, n, codes, scales, prep["tables"], group_len, out_features,
                       t=t, lr_out=prep.get("lr_out"), bias=bias, out_dtype=out_dtype)
 
@@ -127,7 +129,7 @@ def _fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Ten
     uv = spectral_input(x, input_scale)
     y = quantized_matmul(interleaved_input(uv, n), spec)
     if l1 is not None:
-        y = y + (uv.reshape(uv.shape[0], -1) @ lowrank_input_matrix(l2, n).T) @ lowrank_output_matrix(l1).T
+        y = y + (uv.flatten(1) @ lowrank_input_matrix(l2, n).T) @ lowrank_output_matrix(l1).T
     if bias is not None:
         y = y + bias.float()
     return y.to(out_dtype)
