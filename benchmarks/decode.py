@@ -31,8 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results_io import RESULTS, write_atomic  # noqa: E402
 
-from llava_fa.kernels import fourier_linear_forward  # noqa: E402
-from llava_fa.kernels import triton_lut  # noqa: E402
+from llava_fa.kernels import (
+    fourier_linear_forward,  # noqa: E402
+    triton_lut,  # noqa: E402
+)
 from llava_fa.kernels.dispatch import lowrank_factors  # noqa: E402
 from llava_fa.quantization import FourierLinear  # noqa: E402
 
@@ -236,8 +238,8 @@ def run_cuda(shapes: dict, batches, reps: int) -> list[dict]:
         peers = peer_methods(w)
         for batch in batches:
             x = torch.randn(batch, n, device="cuda", dtype=torch.bfloat16)
-            methods = {"bf16": (lambda t: F.linear(t, w), x.float() @ w.float().T),
-                       "ours": (lambda t: fourier_linear_forward(layer, t), x.float() @ w_ref.T)}
+            methods = {"bf16": (lambda t, w=w: F.linear(t, w), x.float() @ w.float().T),
+                       "ours": (lambda t, layer=layer: fourier_linear_forward(layer, t), x.float() @ w_ref.T)}
             methods["ours_kernel"] = (kernel_only(layer, x), x.float() @ w_ref.T)
             methods.update(stage_timers(layer, x))
             if batch in (16, 64):
@@ -281,11 +283,11 @@ def run_cpu(shapes: dict, batches, reps: int) -> list[dict]:
                        load_avg_1min=round(os.getloadavg()[0], 2))
             with torch.no_grad():
                 row["ours_err"] = rel_err(fourier_linear_forward(layer, x), x @ w32.T)
-                row["dense_fp32_us"] = round(time_cpu(lambda t: F.linear(t, w32), x, reps), 1)
+                row["dense_fp32_us"] = round(time_cpu(lambda t, w=w32: F.linear(t, w), x, reps), 1)
                 xb = x.bfloat16()
-                row["dense_bf16_us"] = round(time_cpu(lambda t: F.linear(t, w16), xb, reps), 1)
-                row["ours_fp32_us"] = round(time_cpu(lambda t: fourier_linear_forward(layer, t), x, reps), 1)
-                row["ours_bf16_us"] = round(time_cpu(lambda t: fourier_linear_forward(layer, t), xb, reps), 1)
+                row["dense_bf16_us"] = round(time_cpu(lambda t, w=w16: F.linear(t, w), xb, reps), 1)
+                row["ours_fp32_us"] = round(time_cpu(lambda t, lay=layer: fourier_linear_forward(lay, t), x, reps), 1)
+                row["ours_bf16_us"] = round(time_cpu(lambda t, lay=layer: fourier_linear_forward(lay, t), xb, reps), 1)
             row["ours_vs_fp32"] = round(row["ours_fp32_us"] / row["dense_fp32_us"], 2)
             row["ours_vs_bf16"] = round(row["ours_bf16_us"] / row["dense_bf16_us"], 2)
             rows.append(row)

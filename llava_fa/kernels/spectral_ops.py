@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from ..fourier.polar_quant import polar_lookup_table, uniform_levels
 from .spectral import (
     SpectralCodes,
     interleaved_input,
@@ -29,7 +30,6 @@ from .spectral import (
     quantized_matmul_transposed,
     spectral_input,
 )
-from ..fourier.polar_quant import polar_lookup_table, uniform_levels
 from .triton_lut import TRITON_AVAILABLE, lut_linear, lut_tables, spectral_prep, use_prep_kernel
 
 OP_NAMESPACE = "llava_fa_kernels"
