@@ -4,7 +4,10 @@
 #      CUDA graphs + L2 flush, rows bf16 / ours / ours variants / int4 tinygemm / installed peers,
 #      plus a torch.compile(mode="reduce-overhead") check of two layers;
 #   2. CUDA tests of llava_fa.kernels (fixed Triton configs: LLAVA_FA_AUTOTUNE=0, fewer compilations).
-# Expects the transformers wheel in .whl/ (the GPU image's transformers is older). Everything lands
+# Expects the transformers wheel in .whl/ (the GPU image's transformers is older; fetch it once with
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl transformers==5.24.0
+# and carry .whl). Everything lands
 # in $OUT (log.txt, decode_cuda.json, decode_cuda.md); copy them into benchmarks/results/ afterwards.
 #   bash benchmarks/gpu_run.sh                 # all
 #   SKIP_TESTS=1 BATCHES="1 16" bash benchmarks/gpu_run.sh
