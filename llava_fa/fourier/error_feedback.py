@@ -169,6 +169,11 @@ def error_feedback_round(
     torch.diagonal(h).add_(damp * float(torch.diagonal(h).mean()))
     u = _inverse_cholesky_upper(h)
 
+    # Per coefficient: A_k = U_bb^-1 of its 2x2 diagonal block, the table mapped through it and its norms.
+    ar = torch.arange(c, device=device)
+    a_all = torch.linalg.inv(u.view(c, 2, c, 2)[ar, :, ar, :])  # (c, 2, 2)
+    ta_all = torch.einsum("kd,cde->cke", points, a_all)  # (c, K, 2)
+    ta_sq = ta_all.square().sum(-1)  # (c, K)
     idx = torch.empty(m, c, dtype=torch.int64, device=device)
     for start in range(0, 2 * c, block_size):
         stop = min(start + block_size, 2 * c)
@@ -177,16 +182,12 @@ def error_feedback_round(
         u_block = u[start:stop, start:stop]
         for j in range(0, stop - start, 2):
             k = (start + j) // 2
-            ubb_inv = torch.linalg.inv(u_block[j : j + 2, j : j + 2])
-            w = block[:, j : j + 2]
-            s = coef_scale[:, k]
+            s = coef_scale[:, k : k + 1]
             # GPTQ loss of point t: ||(w - s t) A||^2 = s^2 |t A|^2 - 2 s (w A).(t A) + const, A = U_bb^-1.
-            wa = w @ ubb_inv
-            ta = points @ ubb_inv
-            cost = s.square().unsqueeze(1) * ta.square().sum(1).unsqueeze(0) - 2 * s.unsqueeze(1) * (wa @ ta.T)
-            best = cost.argmin(dim=1)
+            wa = block[:, j : j + 2] @ a_all[k]
+            best = (s.square() * ta_sq[k] - 2 * s * (wa @ ta_all[k].T)).argmin(dim=1)
             idx[:, k] = best
-            err = wa - (s.unsqueeze(1) * points[best]) @ ubb_inv
+            err = wa - s * ta_all[k][best]
             errors[:, j : j + 2] = err
             block[:, j + 2 :] -= err @ u_block[j : j + 2, j + 2 :]
         p[:, stop:] -= errors @ u[start:stop, stop:]
