@@ -78,6 +78,7 @@ class TaskSize:
     recovery_lr: float
     eval_batch: int = 64
     compress_iters: int = 5
+    ci_bits_only: bool = False
     seed: int = 0
 
 
@@ -88,8 +89,14 @@ SIZES: dict[str, TaskSize] = {
     "ci": TaskSize(n_train=48, n_val=16, n_test=16, image_size=32, patch_size=16, vision_hidden=32,
                    vision_layers=1, vision_feature_layer=-1, text_hidden=64, text_layers=1, stage1_steps=2, stage2_epochs=1.0,
                    stage2_lr=1e-3, batch_size=16, rank=2, recovery_steps=2, recovery_lr=1e-3, eval_batch=16,
-                   compress_iters=1),
+                   compress_iters=1, ci_bits_only=True),
 }
+
+#: The bit settings compared: ours (PolarQuant bits per complex coefficient) vs RTN at about the same bits.
+BIT_SETTINGS: list[dict[str, Any]] = [
+    {"tag": "fourier", "amplitude_bits": 3, "phase_bits": 5, "rtn_bits": 4, "rtn_group": 128, "with_rank0": True},
+    {"tag": "fourier2", "amplitude_bits": 2, "phase_bits": 3, "rtn_bits": 2, "rtn_group": 64, "with_rank0": False},
+]
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -179,10 +186,11 @@ def fourier_modules(model: nn.Module) -> dict[str, nn.Module]:
             if getattr(m, "is_fourier_linear", False) is True}
 
 
-def rtn_fake_quantize_(model: nn.Module, names: list[str]) -> float:
-    """Replace the weights of the `nn.Linear` modules `names` by their RTN 4-bit g128 reconstruction, in place.
+def rtn_fake_quantize_(model: nn.Module, names: list[str], bits: int = RTN_BITS, group: int = RTN_GROUP) -> float:
+    """Replace the weights of the `nn.Linear` modules `names` by their RTN reconstruction (`bits`, `group`
+    consecutive weights per float16 scale + zero), in place.
 
-    Returns the bits per weight of those modules as stored by a real RTN kernel (4 + 32/128).
+    Returns the bits per weight of those modules as stored by a real RTN kernel (bits + 32 / group).
     """
     modules = dict(model.named_modules())
     with torch.no_grad():
@@ -190,9 +198,9 @@ def rtn_fake_quantize_(model: nn.Module, names: list[str]) -> float:
             linear = modules[name]
             if not isinstance(linear, nn.Linear):
                 raise TypeError(f"{name} is a {type(linear).__name__}, expected nn.Linear.")
-            w_hat, _ = rtn(linear.weight.detach(), bits=RTN_BITS, group=RTN_GROUP)
+            w_hat, _ = rtn(linear.weight.detach(), bits=bits, group=group)
             linear.weight.copy_(w_hat.to(linear.weight.dtype))
-    return RTN_BITS_PER_WEIGHT
+    return bits + 32 / group
 
 
 def matching_lora_rank(model: nn.Module, names: list[str], budget: int) -> int:
@@ -203,8 +211,27 @@ def matching_lora_rank(model: nn.Module, names: list[str], budget: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------- evaluation
-def evaluate(model: nn.Module, processor: Any, split: Any, batch_size: int) -> dict[str, Any]:
-    """Exact-match accuracy of greedy answers on `split` (overall and per question type) and its time."""
+@torch.no_grad()
+def answer_kl(model: nn.Module, teacher: nn.Module, processor: Any, split: Any, batch_size: int) -> float:
+    """Mean KL(teacher || model) of the next-token distributions at the answer tokens of `split` (nats/token)."""
+    from llava_fa.training import LlavaCollator
+    from llava_fa.training.stages import distillation_loss
+
+    collate = LlavaCollator(processor)
+    total, count = 0.0, 0
+    for start in range(0, len(split), batch_size):
+        batch = collate([split[i] for i in range(start, min(start + batch_size, len(split)))])
+        labels = batch.pop("labels")
+        n = int((labels[:, 1:] != -100).sum())
+        total += float(distillation_loss(model(**batch).logits, teacher(**batch).logits, labels)) * n
+        count += n
+    return total / max(count, 1)
+
+
+def evaluate(model: nn.Module, processor: Any, split: Any, batch_size: int,
+             teacher: nn.Module | None = None) -> dict[str, Any]:
+    """Exact-match accuracy of greedy answers on `split` (overall and per question type), its time, and the
+    answer-token KL to `teacher` when given."""
     from llava_fa.training.stages import generate_answers
     from llava_fa.training.synthetic_task import exact_match_accuracy
 
@@ -215,8 +242,11 @@ def evaluate(model: nn.Module, processor: Any, split: Any, batch_size: int) -> d
     for qtype in sorted(set(types)):
         idx = [i for i, t in enumerate(types) if t == qtype]
         by_type[qtype] = exact_match_accuracy([predictions[i] for i in idx], [answers[i] for i in idx])
-    return {"accuracy": exact_match_accuracy(predictions, answers), "by_type": by_type, "n": len(answers),
-            "seconds": time.perf_counter() - start, "examples": list(zip(predictions[:5], answers[:5]))}
+    out = {"accuracy": exact_match_accuracy(predictions, answers), "by_type": by_type, "n": len(answers),
+           "seconds": time.perf_counter() - start, "examples": list(zip(predictions[:5], answers[:5]))}
+    if teacher is not None:
+        out["kl_to_dense"] = answer_kl(model, teacher, processor, split, batch_size)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -226,11 +256,8 @@ def run_task(size: TaskSize, work_dir: str | os.PathLike, *, log: Callable[[str]
 
     `keep`, if given, receives the live objects (models, processor, datasets, TrainResults) for tests.
     """
-    from llava_fa import FourierApproxConfig, LlavaFAForConditionalGeneration, compression_report
-    from llava_fa.training.stages import recover, train_alignment, train_instruction
+    from llava_fa.training.stages import train_alignment, train_instruction
     from llava_fa.training.synthetic_task import build_shapes_vqa
-
-    from peft import LoraConfig, get_peft_model
 
     work = Path(work_dir)
     t_start = time.perf_counter()
@@ -273,96 +300,127 @@ def run_task(size: TaskSize, work_dir: str | os.PathLike, *, log: Callable[[str]
     processor.save_pretrained(dense_dir)
     keep.update(dense=dense, dense_dir=dense_dir)
 
-    # --- ours: compressed on load at rank 0 and rank R, then recovery of the rank-R model
+    rows["dense"]["kl_to_dense"] = 0.0
+    results["rows"], results["compared"] = rows, {}
+    for setting in BIT_SETTINGS[: 1 if size.ci_bits_only else None]:
+        compare_at_bits(setting, size, dense, dense_dir, processor, train, test, work, rows, results["compared"],
+                        keep, log)
+    results["total_seconds"] = time.perf_counter() - t_start
+    return results
+
+
+def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, dense_dir: Path, processor: Any,
+                    train: Any, test: Any, work: Path, rows: dict[str, Any], compared: dict[str, Any],
+                    keep: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Ours (compressed on load, then recovered) vs RTN + LoRA at one bit setting; fills `rows` and `compared`."""
+    from peft import LoraConfig, get_peft_model
+
+    from llava_fa import FourierApproxConfig, LlavaFAForConditionalGeneration, compression_report
+    from llava_fa.training.stages import recover
+
+    tag, bits = setting["tag"], {"amplitude_bits": setting["amplitude_bits"], "phase_bits": setting["phase_bits"]}
+    common = {"per_device_train_batch_size": size.batch_size, "global_batch_size": size.batch_size,
+              "seed": size.seed, "logging_steps": 10}
+    ranks = (0, size.rank) if setting["with_rank0"] else (size.rank,)
     compressed = {}
-    for rank in (0, size.rank):
+    for rank in ranks:
         t0 = time.perf_counter()
         cmodel = LlavaFAForConditionalGeneration.from_pretrained(dense_dir, quantization_config=FourierApproxConfig(
-            rank=rank, max_iters=size.compress_iters)).eval()
+            rank=rank, max_iters=size.compress_iters, **bits)).eval()
         seconds = time.perf_counter() - t0
         report = compression_report(cmodel)
-        rows[f"fourier_r{rank}"] = {**evaluate(cmodel, processor, test, size.eval_batch),
-                                    "bits_per_weight": report.bits_per_weight, "compress_seconds": seconds,
-                                    "compressed_modules": len(report.modules), "mean_weight_error": report.mean_error}
+        key = f"{tag}_r{rank}"
+        rows[key] = {**evaluate(cmodel, processor, test, size.eval_batch, dense),
+                     "bits_per_weight": report.bits_per_weight, "compress_seconds": seconds,
+                     "compressed_modules": len(report.modules), "mean_weight_error": report.mean_error, **bits}
         compressed[rank] = cmodel
-        log(f"fourier r{rank}: test {rows[f'fourier_r{rank}']['accuracy']:.4f} bpw {report.bits_per_weight:.3f}")
+        log(f"{key}: test {rows[key]['accuracy']:.4f} bpw {report.bits_per_weight:.3f}")
     student = compressed[size.rank]
-    compressed_dir = work / f"compressed_r{size.rank}"
+    compressed_dir = work / f"compressed_{tag}_r{size.rank}"
     student.save_pretrained(compressed_dir)
     processor.save_pretrained(compressed_dir)
-    keep.update(compressed=compressed, compressed_dir=compressed_dir)
-    ours = recover(student, processor, train, output_dir=work / "recover", teacher=dense,
+    ours = recover(student, processor, train, output_dir=work / f"recover_{tag}", teacher=dense,
                    max_steps=size.recovery_steps, learning_rate=size.recovery_lr, **common)
-    log(f"recovery: {ours.summary()}")
-    keep.update(recovery=ours)
+    log(f"{tag} recovery: {ours.summary()}")
     adapted = sorted(ours.model.peft_config["default"].target_modules)
-    rows[f"fourier_r{size.rank}+recovery"] = {**evaluate(ours.model, processor, test, size.eval_batch),
-                                              "bits_per_weight": rows[f"fourier_r{size.rank}"]["bits_per_weight"],
-                                              "trainable_params": ours.trainable_params, "train": ours.summary()}
+    ours_key = f"{tag}_r{size.rank}+recovery"
+    rows[ours_key] = {**evaluate(ours.model, processor, test, size.eval_batch, dense),
+                      "bits_per_weight": rows[f"{tag}_r{size.rank}"]["bits_per_weight"],
+                      "trainable_params": ours.trainable_params, "train": ours.summary()}
 
-    # --- baseline: RTN 4-bit g128 of the same modules + LoRA on the same modules, same budget
+    # baseline: RTN of the same modules + LoRA on the same (adapted) modules, the closest parameter budget
     names = sorted(fourier_modules(student))
     baseline = LlavaFAForConditionalGeneration.from_pretrained(dense_dir).eval()
-    rtn_fake_quantize_(baseline, names)
+    rtn_bpw = rtn_fake_quantize_(baseline, names, bits=setting["rtn_bits"], group=setting["rtn_group"])
     n_weights = sum(dict(baseline.named_modules())[n].weight.numel() for n in names)
-    rows["rtn4_g128"] = {**evaluate(baseline, processor, test, size.eval_batch), "bits_per_weight": RTN_BITS_PER_WEIGHT}
+    rtn_key = f"rtn{setting['rtn_bits']}_g{setting['rtn_group']}"
+    rows[rtn_key] = {**evaluate(baseline, processor, test, size.eval_batch, dense), "bits_per_weight": rtn_bpw}
     lora_rank = matching_lora_rank(baseline, adapted, ours.trainable_params)
     baseline.requires_grad_(False)
     lora = get_peft_model(baseline, LoraConfig(r=lora_rank, lora_alpha=lora_rank, lora_dropout=0.0,
                                                target_modules=adapted))
-    base = recover(lora, processor, train, output_dir=work / "baseline", teacher=dense, max_steps=size.recovery_steps,
-                   learning_rate=size.recovery_lr, **common)
-    log(f"baseline LoRA r{lora_rank}: {base.summary()}")
-    keep.update(baseline=base)
+    base = recover(lora, processor, train, output_dir=work / f"baseline_{tag}", teacher=dense,
+                   max_steps=size.recovery_steps, learning_rate=size.recovery_lr, **common)
+    log(f"{rtn_key} + LoRA r{lora_rank}: {base.summary()}")
     lora_bits = base.trainable_params * 16 / n_weights  # adapters saved in float16, as our factors
-    rows["rtn4_g128+lora"] = {**evaluate(base.model, processor, test, size.eval_batch),
-                              "bits_per_weight": RTN_BITS_PER_WEIGHT + lora_bits, "lora_rank": lora_rank,
-                              "trainable_params": base.trainable_params, "train": base.summary()}
-
-    results["rows"] = rows
-    results["compared"] = {
+    rows[f"{rtn_key}+lora"] = {**evaluate(base.model, processor, test, size.eval_batch, dense),
+                               "bits_per_weight": rtn_bpw + lora_bits, "lora_rank": lora_rank,
+                               "trainable_params": base.trainable_params, "train": base.summary()}
+    if tag == BIT_SETTINGS[0]["tag"]:
+        keep.update(compressed=compressed, compressed_dir=compressed_dir, recovery=ours, baseline=base)
+    compared[tag] = {
+        "ours": ours_key, "baseline": f"{rtn_key}+lora",
         "adapted_modules": len(adapted), "quantized_modules": len(names), "quantized_weights": n_weights,
         "ours_trainable_params": ours.trainable_params, "baseline_trainable_params": base.trainable_params,
         "ours_step_time_s": ours.step_time_s, "baseline_step_time_s": base.step_time_s,
         "ours_peak_rss_mib": ours.peak_rss_mib, "baseline_peak_rss_mib": base.peak_rss_mib,
-        "recovery_gap_to_dense_points": 100 * (rows["dense"]["accuracy"] - rows[f"fourier_r{size.rank}+recovery"]["accuracy"]),
-        "ours_minus_baseline_points": 100 * (rows[f"fourier_r{size.rank}+recovery"]["accuracy"]
-                                             - rows["rtn4_g128+lora"]["accuracy"]),
+        "recovery_gap_to_dense_points": 100 * (rows["dense"]["accuracy"] - rows[ours_key]["accuracy"]),
+        "ours_minus_baseline_points": 100 * (rows[ours_key]["accuracy"] - rows[f"{rtn_key}+lora"]["accuracy"]),
     }
-    results["total_seconds"] = time.perf_counter() - t_start
-    return results
 
 
 # ------------------------------------------------------------------------------------------- output
 def to_markdown(results: dict[str, Any], command: str) -> str:
     """The results table (markdown) with the command that produced it."""
-    rows, comp, size = results["rows"], results["compared"], results["size"]
+    rows, size = results["rows"], results["size"]
     r = size["rank"]
-    ours, base = rows[f"fourier_r{r}+recovery"], rows["rtn4_g128+lora"]
-    order = [("dense (float32)", "dense"), ("ours compressed, rank 0", "fourier_r0"),
-             (f"ours compressed, rank {r}", f"fourier_r{r}"),
-             (f"ours compressed, rank {r} + recovery (Fourier-factor adapters)", f"fourier_r{r}+recovery"),
-             ("baseline RTN 4-bit g128", "rtn4_g128"),
-             (f"baseline RTN 4-bit g128 + LoRA r{base['lora_rank']} (QLoRA-style)", "rtn4_g128+lora")]
-    lines = [f"Command: `{command}` ({results['total_seconds']:.0f} s, {results['torch_threads']} torch threads, "
-             f"CPU). Model: vision {results['model']['vision']}, text {results['model']['text']}, "
-             f"{results['model']['parameters']:,} parameters, {results['model']['image_tokens']} image tokens; "
-             f"data {size['n_train']}/{size['n_val']}/{size['n_test']} train/val/test.", "",
-             "| model | test accuracy | bits/weight | trainable params | step time (s) | peak RSS (MiB) |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for label, key in order:
-        row = rows[key]
+    lines = [f"Command: `{command}` ({results['total_seconds']:.0f} s, {results['torch_threads']} torch thread(s), "
+             f"CPU). Model: vision {results['model']['vision']} (feature layer {results['model']['vision_feature_layer']}), "
+             f"text {results['model']['text']}, {results['model']['parameters']:,} parameters, "
+             f"{results['model']['image_tokens']} image tokens; Shapes-VQA {size['n_train']}/{size['n_val']}/"
+             f"{size['n_test']} train/val/test. Dense validation accuracy "
+             f"{rows['dense']['validation']['accuracy']:.4f}.", "",
+             "| model | bits/weight | test accuracy | KL to dense (nats/token) | trainable params | step time (s) "
+             "| peak RSS (MiB) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def line(label: str, row: dict[str, Any]) -> str:
         train = row.get("train", {})
         tp = f"{row['trainable_params']:,}" if "trainable_params" in row else ""
         st = f"{train['step_time_s']:.3f}" if train else ""
         rss = f"{train['peak_rss_mib']:.0f}" if train else ""
-        lines.append(f"| {label} | {row['accuracy']:.4f} | {row['bits_per_weight']:.3f} | {tp} | {st} | {rss} |")
-    lines += ["", f"Dense validation accuracy {rows['dense']['validation']['accuracy']:.4f}. Recovery and LoRA: "
-              f"{size['recovery_steps']} steps, batch {size['batch_size']}, lr {size['recovery_lr']}, distilled from "
-              f"the dense model (KL on the answer tokens), on the same {comp['adapted_modules']} modules. Gap of ours "
-              f"to dense: {comp['recovery_gap_to_dense_points']:+.2f} points; ours minus baseline: "
-              f"{comp['ours_minus_baseline_points']:+.2f} points. Bits/weight over the {comp['quantized_modules']} "
-              f"compressed Linear modules, adapters/factors counted in float16."]
+        return (f"| {label} | {row['bits_per_weight']:.3f} | {row['accuracy']:.4f} | {row['kl_to_dense']:.2e} | {tp} "
+                f"| {st} | {rss} |")
+
+    lines.append(line("dense (float32)", rows["dense"]))
+    notes = []
+    for tag, comp in results["compared"].items():
+        setting = next(s for s in BIT_SETTINGS if s["tag"] == tag)
+        ab, pb, rb, rg = setting["amplitude_bits"], setting["phase_bits"], setting["rtn_bits"], setting["rtn_group"]
+        if f"{tag}_r0" in rows:
+            lines.append(line(f"ours {ab}+{pb} bits, rank 0", rows[f"{tag}_r0"]))
+        lines.append(line(f"ours {ab}+{pb} bits, rank {r}", rows[f"{tag}_r{r}"]))
+        lines.append(line(f"ours {ab}+{pb} bits, rank {r} + recovery (Fourier-factor adapters)", rows[comp["ours"]]))
+        base = rows[comp["baseline"]]
+        lines.append(line(f"RTN {rb}-bit g{rg}", rows[comp["baseline"].removesuffix("+lora")]))
+        lines.append(line(f"RTN {rb}-bit g{rg} + LoRA r{base['lora_rank']} (QLoRA-style)", base))
+        notes.append(f"{ab}+{pb} bits: ours minus dense {-comp['recovery_gap_to_dense_points']:+.2f} points, ours minus "
+                     f"baseline {comp['ours_minus_baseline_points']:+.2f} points")
+    first = next(iter(results["compared"].values()))
+    lines += ["", f"Recovery and LoRA: {size['recovery_steps']} steps, batch {size['batch_size']}, lr "
+              f"{size['recovery_lr']}, distilled from the dense model (KL on the answer tokens), on the same "
+              f"{first['adapted_modules']} modules; " + "; ".join(notes) + f". Bits/weight over the "
+              f"{first['quantized_modules']} compressed Linear modules, factors and LoRA counted in float16 (as saved)."]
     return "\n".join(lines) + "\n"
 
 

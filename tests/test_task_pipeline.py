@@ -62,10 +62,13 @@ def test_rows_are_real_accuracies_and_bits(run):
         assert isinstance(acc, float) and 0.0 <= acc <= 1.0, (key, acc)
         assert rows[key]["n"] == results["size"]["n_test"]
         assert set(rows[key]["by_type"]) <= {"color", "shape", "count", "position"}
+        kl = rows[key]["kl_to_dense"]
+        assert math.isfinite(kl) and kl >= -1e-6, (key, kl)
     assert 0.0 <= rows["dense"]["validation"]["accuracy"] <= 1.0
     assert 4.1 <= rows["fourier_r0"]["bits_per_weight"] < 4.75  # 3+5 bits per complex pair + scales, levels
     assert rows["fourier_r2"]["bits_per_weight"] > rows["fourier_r0"]["bits_per_weight"]
     assert rows["rtn4_g128"]["bits_per_weight"] == 4.25
+    assert rows["rtn4_g128"]["kl_to_dense"] > 0 and rows["dense"]["kl_to_dense"] == 0.0
     for stage in ("stage1", "stage2"):
         assert results[stage]["steps"] >= 1 and math.isfinite(results[stage]["final_loss"])
 
@@ -117,7 +120,9 @@ def test_recovery_moved_only_the_adapter_factors(run):
 
 def test_baseline_matches_the_budget_and_results_are_written(run, tmp_path):
     bench, results, keep, _ = run
-    comp = results["compared"]
+    assert set(results["compared"]) == {"fourier"}  # the CI size runs the 4-bit setting only
+    comp = results["compared"]["fourier"]
+    assert comp["ours"] == "fourier_r2+recovery" and comp["baseline"] == "rtn4_g128+lora"
     ours, base = comp["ours_trainable_params"], comp["baseline_trainable_params"]
     assert ours > 0 and base > 0
     assert abs(base - ours) / ours < 0.5  # the closest whole LoRA rank
@@ -130,5 +135,6 @@ def test_baseline_matches_the_budget_and_results_are_written(run, tmp_path):
     for key in ("size", "model", "stage1", "stage2", "compared", "command", "total_seconds", "cpu_count"):
         assert key in data, key
     md = (tmp_path / "finetune_ci.md").read_text()
-    assert md == table and "| model | test accuracy |" in md and "QLoRA-style" in md
+    assert md == table and "| model | bits/weight | test accuracy |" in md and "QLoRA-style" in md
     assert md.count("\n| ") == 1 + len(ROWS)  # header + one line per row
+    assert "KL to dense" in md
