@@ -169,7 +169,7 @@ def test_collator_on_loaded_dataset_and_bad_records(tmp_path, processor):
     records = [{"id": "ok", "image": "a.png", "conversations": _turns("<image>\nQ", "A")},
                {"id": "corrupt", "image": "bad.png", "conversations": _turns("<image>\nQ", "A")}]
     (tmp_path / "d.json").write_text(json.dumps(records))
-    ds = load_llava_dataset(tmp_path / "d.json", verify_images=False)
+    ds = load_llava_dataset(tmp_path / "d.json", image_check="exists")
     collator = LlavaCollator(processor)
     assert collator([ds[0]])["pixel_values"].shape == (1, 3, 28, 28)
     with pytest.raises(BadRecordError, match=r"record 'corrupt': image .*bad.png' cannot be decoded"):

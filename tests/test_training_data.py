@@ -143,7 +143,7 @@ def test_undecodable_image_is_caught_up_front(tmp_path):
     ds, report = load_llava_dataset_with_report(path, skip_bad_records=True)
     assert ds["id"] == ["7", "img2"] and report.skipped == {"unreadable_image": 1}
     # existence-only checking keeps it (the collator then names it when opening, see test_collator)
-    assert len(load_llava_dataset(path, verify_images=False)) == 3
+    assert len(load_llava_dataset(path, image_check="exists")) == 3
 
 
 def test_file_level_errors(tmp_path):
@@ -185,3 +185,22 @@ def test_byte_order_mark_is_tolerated(tmp_path):
     path = _write(tmp_path, GOOD)
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     assert load_llava_dataset(path)["id"] == ["img1", "7", "img2"]
+
+
+def test_truncated_jpeg_passes_verify_but_not_decode(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    path = _write(tmp_path, [{"id": "j", "image": "t.jpg", "conversations": _turns("<image>\nQ", "A")}, GOOD[1]])
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    (tmp_path / "t.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    assert len(load_llava_dataset(path)) == 2  # "verify" reads the header only
+    with pytest.raises(BadRecordError, match=r"record 'j' \(#0\): image file .*t.jpg' cannot be read .*truncated"):
+        load_llava_dataset(path, image_check="decode")
+    ds, report = load_llava_dataset_with_report(path, skip_bad_records=True, image_check="decode")
+    assert ds["id"] == ["7"] and report.skipped == {"unreadable_image": 1}
+    with pytest.raises(ValueError, match="image_check must be one of"):
+        load_llava_dataset(path, image_check="full")

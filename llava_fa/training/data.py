@@ -91,11 +91,11 @@ def _describe_id(record: Any, index: int) -> str:
     return f"{rid!r} (#{index})" if isinstance(rid, (str, int)) and not isinstance(rid, bool) else f"#{index}"
 
 
-def validate_record(record: Any, index: int, image_folder: Path, *, verify_images: bool = True) -> dict[str, Any]:
+def validate_record(record: Any, index: int, image_folder: Path, *, image_check: str = "verify") -> dict[str, Any]:
     """Check one LLaVA record and return it normalised (`id`, absolute `images`, `conversations`).
 
-    Raises `BadRecordError` (a `ValueError`) naming the record and the problem. `verify_images`
-    also opens each image header with PIL and checks it (`Image.verify`).
+    Raises `BadRecordError` (a `ValueError`) naming the record and the problem. Its image files
+    are checked as `image_check` says (see `check_image_file`).
     """
     name = _describe_id(record, index)
     if not isinstance(record, dict):
@@ -121,8 +121,8 @@ def validate_record(record: Any, index: int, image_folder: Path, *, verify_image
         if not path.is_file():
             raise BadRecordError(name, MISSING_IMAGE, f"image file {str(path)!r} does not exist (image "
                                                       f"{rel!r} under image_folder {str(image_folder)!r}).")
-        if verify_images:
-            check_image_file(path, name)
+        if image_check != "exists":
+            check_image_file(path, name, image_check)
         images.append(str(path))
     return {"id": str(rid), "images": images, "conversations": turns}
 
@@ -182,13 +182,23 @@ def validate_conversation(conversations: Any, n_images: int, name: str = "?") ->
     return turns
 
 
-def check_image_file(path: str | os.PathLike, record_name: str = "?") -> None:
-    """Raise `BadRecordError` (reason `unreadable_image`) unless PIL can identify and verify `path`."""
+IMAGE_CHECKS = ("exists", "verify", "decode")
+
+
+def check_image_file(path: str | os.PathLike, record_name: str = "?", mode: str = "verify") -> None:
+    """Raise `BadRecordError` (reason `unreadable_image`) unless PIL can read image `path`.
+
+    `mode="verify"`: PIL identifies the format and runs `Image.verify` (header and structure;
+    PNG checksums; fast, but a truncated JPEG passes). `mode="decode"`: decode every pixel
+    (catches truncated files too; slowest).
+    """
     from PIL import Image, UnidentifiedImageError
 
+    if mode not in ("verify", "decode"):
+        raise ValueError(f"mode must be 'verify' or 'decode', got {mode!r}.")
     try:
         with Image.open(path) as im:
-            im.verify()
+            im.verify() if mode == "verify" else im.load()
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise BadRecordError(record_name, UNREADABLE_IMAGE, f"image file {str(path)!r} cannot be read as an image "
                                                             f"({type(exc).__name__}: {exc}).") from exc
@@ -230,9 +240,11 @@ def records_to_dataset(
     image_folder: str | os.PathLike,
     *,
     skip_bad_records: bool = False,
-    verify_images: bool = True,
+    image_check: str = "verify",
 ) -> tuple[Dataset, LoadReport]:
     """Validate in-memory LLaVA records (see module docstring) and build the dataset and its report."""
+    if image_check not in IMAGE_CHECKS:
+        raise ValueError(f"image_check must be one of {IMAGE_CHECKS}, got {image_check!r}.")
     folder = Path(image_folder)
     rows: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
@@ -240,7 +252,7 @@ def records_to_dataset(
     n = 0
     for n, record in enumerate(records, 1):
         try:
-            rows.append(validate_record(record, n - 1, folder, verify_images=verify_images))
+            rows.append(validate_record(record, n - 1, folder, image_check=image_check))
         except BadRecordError as exc:
             if not skip_bad_records:
                 raise BadRecordError(exc.record_id, exc.reason, exc.detail + " (or pass skip_bad_records=True "
@@ -266,7 +278,7 @@ def load_llava_dataset_with_report(
     image_folder: str | os.PathLike | None = None,
     *,
     skip_bad_records: bool = False,
-    verify_images: bool = True,
+    image_check: str = "verify",
 ) -> tuple[Dataset, LoadReport]:
     """`load_llava_dataset`, also returning the `LoadReport` (records read, kept, skipped per reason)."""
     _check_path_arg(path, "path")
@@ -278,7 +290,7 @@ def load_llava_dataset_with_report(
     records = read_llava_records(path)
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON list of LLaVA records, got a {type(records).__name__}.")
-    return records_to_dataset(records, folder, skip_bad_records=skip_bad_records, verify_images=verify_images)
+    return records_to_dataset(records, folder, skip_bad_records=skip_bad_records, image_check=image_check)
 
 
 def load_llava_dataset(
@@ -286,7 +298,7 @@ def load_llava_dataset(
     image_folder: str | os.PathLike | None = None,
     *,
     skip_bad_records: bool = False,
-    verify_images: bool = True,
+    image_check: str = "verify",
 ) -> Dataset:
     """Load LLaVA conversation data (JSON list or JSON Lines) as a validated `datasets.Dataset`.
 
@@ -295,15 +307,17 @@ def load_llava_dataset(
         image_folder: folder the records' "image" paths are relative to (default: `path`'s folder).
         skip_bad_records: drop invalid records (counted per reason, see `load_llava_dataset_with_report`,
             and reported in a `UserWarning`) instead of raising `ValueError` on the first one.
-        verify_images: also open every image header with PIL up front, so an undecodable file is
-            reported (or skipped) here rather than in the middle of an epoch. `False` only checks
-            that the files exist (faster for very large data).
+        image_check: how image files are checked up front, so that a bad file is reported (or
+            skipped) here rather than in the middle of an epoch: "exists" (only existence; fastest),
+            "verify" (PIL reads the header and structure; a truncated JPEG still passes) or
+            "decode" (every image fully decoded; slowest, catches everything PIL would hit later).
+            Images the checks miss fail in `LlavaCollator` with `ValueError` naming the record.
 
     Returns a `Dataset` with columns `id`, `images` (absolute paths), `conversations`; images are
     not read into it (the collator opens them).
     """
     dataset, report = load_llava_dataset_with_report(path, image_folder, skip_bad_records=skip_bad_records,
-                                                     verify_images=verify_images)
+                                                     image_check=image_check)
     if report.n_skipped:
         warnings.warn(f"{path}: skipped {report.n_skipped} of {report.n_records} records: "
                       + ", ".join(f"{r}={c}" for r, c in sorted(report.skipped.items())), stacklevel=2)
@@ -347,6 +361,7 @@ __all__ = [
     "LLAVA_FEATURES",
     "LoadReport",
     "SKIP_REASONS",
+    "IMAGE_CHECKS",
     "check_image_file",
     "conversation_to_messages",
     "load_llava_dataset",
