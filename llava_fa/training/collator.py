@@ -52,8 +52,9 @@ def open_image(source: Any, record_name: str = "?") -> Any:
             return im.convert("RGB")
     except (OSError, ValueError, SyntaxError) as exc:
         raise BadRecordError(record_name, UNREADABLE_IMAGE, f"image {str(source)!r} cannot be decoded "
-                                                            f"({type(exc).__name__}: {exc}); remove the record or "
-                                                            f"load the data with skip_bad_records=True.") from exc
+                                                            f"({type(exc).__name__}: {exc}); remove the record, or "
+                                                            f"load the data with image_check='decode' and "
+                                                            f"skip_bad_records=True to drop such records up front.") from exc
 
 
 def record_images(record: dict[str, Any]) -> list[Any]:

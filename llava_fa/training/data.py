@@ -13,8 +13,8 @@ Input format (LLaVA's, a JSON list or JSON Lines, one record per element / line)
 * "<image>" appears once per image, only in "human" turns, at least once in the first one; a
   record without images contains no "<image>".
 
-Every record is checked before the `Dataset` is built, so a bad record never stops training
-mid-epoch: by default the first bad record raises `ValueError` naming its id and what is wrong;
+Every record (and, per `image_check`, every image file) is checked before the `Dataset` is
+built, so a bad record never stops training mid-epoch: by default the first bad record raises `ValueError` naming its id and what is wrong;
 with `skip_bad_records=True` bad records are dropped and counted per reason (`LoadReport.skipped`,
 returned by `load_llava_dataset_with_report`, and a warning from `load_llava_dataset`).
 
