@@ -14,9 +14,10 @@ Input format (LLaVA's, a JSON list or JSON Lines, one record per element / line)
   record without images contains no "<image>".
 
 Every record (and, per `image_check`, every image file) is checked before the `Dataset` is
-built, so a bad record never stops training mid-epoch: by default the first bad record raises `ValueError` naming its id and what is wrong;
-with `skip_bad_records=True` bad records are dropped and counted per reason (`LoadReport.skipped`,
-returned by `load_llava_dataset_with_report`, and a warning from `load_llava_dataset`).
+built, so a bad record never stops training mid-epoch: by default the first bad record raises
+`ValueError` naming its id and what is wrong; with `skip_bad_records=True` bad records are
+dropped and counted per reason (`LoadReport.skipped`, returned by
+`load_llava_dataset_with_report`, and a warning from `load_llava_dataset`).
 
 Dataset columns: `id` (str), `images` (list of absolute image paths, empty for text-only) and
 `conversations` (list of {"from": "human"|"gpt", "value": str}). Images are opened by
