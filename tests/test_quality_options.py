@@ -134,6 +134,8 @@ def test_bad_inputs_raise_clear_errors():
         spectral_hessian(sigma, torch.zeros(64))
     with pytest.raises(ValueError, match="even number"):
         pair_hessian(torch.eye(5))
+    with pytest.raises(ValueError, match="input_scale"):
+        pair_hessian(torch.eye(4), torch.ones(3))
     with pytest.raises(ValueError, match="complex"):
         error_feedback_round(w, h, scales, table, 64)
     with pytest.raises(ValueError, match="hessian must have shape"):

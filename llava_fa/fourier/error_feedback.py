@@ -82,17 +82,8 @@ def spectral_hessian(sigma: torch.Tensor, input_scale: Optional[torch.Tensor] = 
         input_scale: optional ``(n,)`` channel scale ``d`` when the spectrum is that of
             ``W diag(d)`` (the inputs it sees are ``x / d``): ``Sigma' = diag(1/d) Sigma diag(1/d)``.
     """
-    sigma = _check_sigma(sigma)
-    n = sigma.shape[0]
-    if input_scale is not None:
-        if not isinstance(input_scale, torch.Tensor) or tuple(input_scale.shape) != (n,):
-            got = tuple(input_scale.shape) if isinstance(input_scale, torch.Tensor) else type(input_scale).__name__
-            raise ValueError(f"input_scale must be a tensor of shape ({n},), got {got}")
-        if not torch.isfinite(input_scale).all() or (input_scale == 0).any():
-            raise ValueError("input_scale must be finite and non-zero")
-        inv = 1.0 / input_scale.to(sigma.device, torch.float32)
-        sigma = sigma * inv.unsqueeze(0) * inv.unsqueeze(1)
-    basis = spectral_basis(n, device=sigma.device)
+    sigma = _scaled_sigma(_check_sigma(sigma), input_scale)
+    basis = spectral_basis(sigma.shape[0], device=sigma.device)
     return basis @ sigma @ basis.T
 
 
@@ -101,10 +92,21 @@ def pair_hessian(sigma: torch.Tensor, input_scale: Optional[torch.Tensor] = None
     sigma = _check_sigma(sigma)
     if sigma.shape[0] % 2:
         raise ValueError(f"spatial pairs need an even number of inputs, got n={sigma.shape[0]}")
-    if input_scale is not None:
-        inv = 1.0 / input_scale.to(sigma.device, torch.float32)
-        sigma = sigma * inv.unsqueeze(0) * inv.unsqueeze(1)
-    return sigma.clone()
+    return _scaled_sigma(sigma, input_scale).clone()
+
+
+def _scaled_sigma(sigma: torch.Tensor, input_scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """``diag(1/d) Sigma diag(1/d)``: the second moment of the inputs ``x / d`` that ``W diag(d)`` sees."""
+    if input_scale is None:
+        return sigma
+    n = sigma.shape[0]
+    if not isinstance(input_scale, torch.Tensor) or tuple(input_scale.shape) != (n,):
+        got = tuple(input_scale.shape) if isinstance(input_scale, torch.Tensor) else type(input_scale).__name__
+        raise ValueError(f"input_scale must be a tensor of shape ({n},), got {got}")
+    if not torch.isfinite(input_scale).all() or (input_scale == 0).any():
+        raise ValueError("input_scale must be finite and non-zero")
+    inv = 1.0 / input_scale.to(sigma.device, torch.float32)
+    return sigma * inv.unsqueeze(0) * inv.unsqueeze(1)
 
 
 def error_feedback_round(
