@@ -33,11 +33,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from datasets import Dataset, Features, List, Value
 
 IMAGE_TOKEN = "<image>"
+ImageCheck = Literal["exists", "verify", "decode"]
 HUMAN, GPT = "human", "gpt"
 ROLE_ALIASES = {"human": HUMAN, "user": HUMAN, "gpt": GPT, "assistant": GPT}
 
@@ -92,7 +93,7 @@ def _describe_id(record: Any, index: int) -> str:
     return f"{rid!r} (#{index})" if isinstance(rid, (str, int)) and not isinstance(rid, bool) else f"#{index}"
 
 
-def validate_record(record: Any, index: int, image_folder: Path, *, image_check: str = "verify") -> dict[str, Any]:
+def validate_record(record: Any, index: int, image_folder: Path, *, image_check: ImageCheck = "verify") -> dict[str, Any]:
     """Check one LLaVA record and return it normalised (`id`, absolute `images`, `conversations`).
 
     Raises `BadRecordError` (a `ValueError`) naming the record and the problem. Its image files
@@ -241,7 +242,7 @@ def records_to_dataset(
     image_folder: str | os.PathLike,
     *,
     skip_bad_records: bool = False,
-    image_check: str = "verify",
+    image_check: ImageCheck = "verify",
 ) -> tuple[Dataset, LoadReport]:
     """Validate in-memory LLaVA records (see module docstring) and build the dataset and its report."""
     if image_check not in IMAGE_CHECKS:
@@ -279,7 +280,7 @@ def load_llava_dataset_with_report(
     image_folder: str | os.PathLike | None = None,
     *,
     skip_bad_records: bool = False,
-    image_check: str = "verify",
+    image_check: ImageCheck = "verify",
 ) -> tuple[Dataset, LoadReport]:
     """`load_llava_dataset`, also returning the `LoadReport` (records read, kept, skipped per reason)."""
     _check_path_arg(path, "path")
@@ -299,7 +300,7 @@ def load_llava_dataset(
     image_folder: str | os.PathLike | None = None,
     *,
     skip_bad_records: bool = False,
-    image_check: str = "verify",
+    image_check: ImageCheck = "verify",
 ) -> Dataset:
     """Load LLaVA conversation data (JSON list or JSON Lines) as a validated `datasets.Dataset`.
 
