@@ -29,6 +29,7 @@ _EXPORTS: dict[str, str] = {
     "CompressionSettings": "llava_fa.fourier",
     "FourierApproximation": "llava_fa.fourier",
     "fourier_approximate": "llava_fa.fourier",
+    "fourier_linear_forward": "llava_fa.kernels",
     "LlavaFAConfig": "llava_fa.modeling",
     "LlavaFAForConditionalGeneration": "llava_fa.modeling",
     "LlavaFAModel": "llava_fa.modeling",

@@ -35,7 +35,6 @@ import warnings
 from typing import Any, Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..fourier.approximate import FourierApproximation
@@ -43,6 +42,7 @@ from ..fourier.packing import packed_nbytes
 from ..fourier.polar_quant import PolarCodes
 from ..fourier.settings import CompressionSettings
 from ..fourier.transform import from_spectrum, spectrum_columns
+from ..kernels.dispatch import fourier_linear_forward
 
 #: The trainable factor parameters (no "lora" in their names: transformers treats such keys as adapters).
 FACTOR_NAMES: tuple[str, str] = ("lowrank_l1", "lowrank_l2")
@@ -225,8 +225,7 @@ class FourierLinear(nn.Module):
         return weight if dtype is None else weight.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..kernels.dispatch import fourier_linear_forward  # fast path: no dense weight per call
-
+        """``x @ W.T + bias`` computed in the frequency domain from the codes (see `llava_fa.kernels`)."""
         return fourier_linear_forward(self, x)
 
     def dequantize(self, dtype: Optional[torch.dtype] = None) -> nn.Linear:

@@ -57,6 +57,11 @@ class FourierApproxHfQuantizer(HfQuantizer):
     def is_qat_trainable(self) -> bool:
         return True
 
+    @property
+    def is_compileable(self) -> bool:
+        """The forward is one custom op with a fake implementation: `generate` may compile decoding."""
+        return True
+
     def update_device_map(self, device_map: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
         """Compress on this process's GPU when there is one (transformers would otherwise load to the CPU): the
         local rank's device under torchrun / accelerate, else the current device."""
