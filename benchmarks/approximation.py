@@ -376,7 +376,7 @@ def timings(device: str, weights: dict[str, torch.Tensor]) -> list[dict]:
         for svd, settings, rank in variants:
             reps = 2 if device == "cuda" else 1
 
-            def once(v: torch.Tensor, r: int):
+            def once(v: torch.Tensor, r: int, svd: str = svd, settings: dict = settings, sigma=sigma):
                 if svd == "error feedback":
                     return approximate_with_feedback(v, sigma[: v.shape[1], : v.shape[1]], rank=r, damp=DAMP)
                 return fourier_approximate(v, rank=r, svd_method=svd, **settings)
@@ -446,7 +446,8 @@ def main() -> None:
     started = time.perf_counter()
     stem = f"approximation_{args.device}" + ("_timing" if args.skip_quality else "") + ("_partial" if only else "")
     stem += f"_shard{shard[0]}" if shard[1] > 1 else ""
-    meta = dict(torch=torch.__version__, device=torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine(),
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+    meta = dict(torch=torch.__version__, device=device_name,
                 quality_device=args.quality_device, cpu_cores=os.cpu_count(),
                 threads=torch.get_num_threads(), matrices=len(weights), best_settings=BEST, paper_settings=PAPER,
                 damp=DAMP, calibration_sentences=len(CALIBRATION), evaluation_sentences=len(EVALUATION))
