@@ -43,6 +43,15 @@ def test_spectral_basis_rebuilds_rows(n):
     torch.testing.assert_close(p @ spectral_basis(n), from_spectrum(spec, n, "rfft"), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("n", [16, 15])
+def test_spectral_hessian_by_fft_equals_basis_form(n):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(40, n, generator=g)
+    sigma = input_second_moment(x)
+    basis = spectral_basis(n)
+    torch.testing.assert_close(spectral_hessian(sigma), basis @ sigma @ basis.T, atol=1e-4, rtol=1e-4)
+
+
 def test_spectral_hessian_gives_output_energy():
     w, x = _layer()
     sigma = input_second_moment(x)
