@@ -75,7 +75,7 @@ class TaskSize:
     batch_size: int
     rank: int
     recovery_steps: int
-    recovery_lr: float
+    recovery_lrs: tuple[float, ...]
     eval_batch: int = 64
     compress_iters: int = 5
     ci_bits_only: bool = False
@@ -85,10 +85,10 @@ class TaskSize:
 SIZES: dict[str, TaskSize] = {
     "full": TaskSize(n_train=2000, n_val=200, n_test=400, image_size=64, patch_size=16, vision_hidden=64,
                      vision_layers=1, vision_feature_layer=-2, text_hidden=128, text_layers=2, stage1_steps=30, stage2_epochs=10.0,
-                     stage2_lr=1e-3, batch_size=32, rank=4, recovery_steps=100, recovery_lr=1e-3),
+                     stage2_lr=1e-3, batch_size=32, rank=4, recovery_steps=100, recovery_lrs=(1e-4, 1e-3)),
     "ci": TaskSize(n_train=48, n_val=16, n_test=16, image_size=32, patch_size=16, vision_hidden=32,
                    vision_layers=1, vision_feature_layer=-1, text_hidden=64, text_layers=1, stage1_steps=2, stage2_epochs=1.0,
-                   stage2_lr=1e-3, batch_size=16, rank=2, recovery_steps=2, recovery_lr=1e-3, eval_batch=16,
+                   stage2_lr=1e-3, batch_size=16, rank=2, recovery_steps=2, recovery_lrs=(1e-3,), eval_batch=16,
                    compress_iters=1, ci_bits_only=True),
 }
 
@@ -303,24 +303,43 @@ def run_task(size: TaskSize, work_dir: str | os.PathLike, *, log: Callable[[str]
     rows["dense"]["kl_to_dense"] = 0.0
     results["rows"], results["compared"] = rows, {}
     for setting in BIT_SETTINGS[: 1 if size.ci_bits_only else None]:
-        compare_at_bits(setting, size, dense, dense_dir, processor, train, test, work, rows, results["compared"],
+        compare_at_bits(setting, size, dense, dense_dir, processor, train, val, test, work, rows, results["compared"],
                         keep, log)
     results["total_seconds"] = time.perf_counter() - t_start
     return results
 
 
+def tuned_recovery(build: Callable[[], nn.Module], size: TaskSize, dense: nn.Module, processor: Any, train: Any,
+                   val: Any, out: Path, name: str, log: Callable[[str], None]) -> tuple[Any, dict[str, float]]:
+    """`recover` a fresh `build()` model with each learning rate of `size.recovery_lrs`; keep the run with the
+    lowest answer-token KL to the dense model on the VALIDATION split. Returns (best TrainResult, lr -> val KL)."""
+    from llava_fa.training.stages import recover
+
+    common = {"per_device_train_batch_size": size.batch_size, "global_batch_size": size.batch_size,
+              "seed": size.seed, "logging_steps": 10}
+    best, sweep = None, {}
+    for lr in size.recovery_lrs:
+        result = recover(build(), processor, train, output_dir=out / f"{name}_lr{lr:g}", teacher=dense,
+                         max_steps=size.recovery_steps, learning_rate=lr, **common)
+        sweep[f"{lr:g}"] = answer_kl(result.model, dense, processor, val, size.eval_batch)
+        log(f"{name} lr {lr:g}: val KL {sweep[f'{lr:g}']:.3e}, {result.summary()}")
+        if best is None or sweep[f"{lr:g}"] < sweep[f"{best[1]:g}"]:
+            best = (result, lr)
+    assert best is not None
+    return best[0], sweep
+
+
 def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, dense_dir: Path, processor: Any,
-                    train: Any, test: Any, work: Path, rows: dict[str, Any], compared: dict[str, Any],
+                    train: Any, val: Any, test: Any, work: Path, rows: dict[str, Any], compared: dict[str, Any],
                     keep: dict[str, Any], log: Callable[[str], None]) -> None:
-    """Ours (compressed on load, then recovered) vs RTN + LoRA at one bit setting; fills `rows` and `compared`."""
+    """Ours (compressed on load, then recovered) vs RTN + LoRA at one bit setting; fills `rows` and `compared`.
+
+    Each method's recovery learning rate is picked from `size.recovery_lrs` on the validation KL."""
     from peft import LoraConfig, get_peft_model
 
     from llava_fa import FourierApproxConfig, LlavaFAForConditionalGeneration, compression_report
-    from llava_fa.training.stages import recover
 
     tag, bits = setting["tag"], {"amplitude_bits": setting["amplitude_bits"], "phase_bits": setting["phase_bits"]}
-    common = {"per_device_train_batch_size": size.batch_size, "global_batch_size": size.batch_size,
-              "seed": size.seed, "logging_steps": 10}
     ranks = (0, size.rank) if setting["with_rank0"] else (size.rank,)
     compressed = {}
     for rank in ranks:
@@ -339,33 +358,41 @@ def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, d
     compressed_dir = work / f"compressed_{tag}_r{size.rank}"
     student.save_pretrained(compressed_dir)
     processor.save_pretrained(compressed_dir)
-    ours = recover(student, processor, train, output_dir=work / f"recover_{tag}", teacher=dense,
-                   max_steps=size.recovery_steps, learning_rate=size.recovery_lr, **common)
-    log(f"{tag} recovery: {ours.summary()}")
+    ours, ours_sweep = tuned_recovery(lambda: LlavaFAForConditionalGeneration.from_pretrained(compressed_dir),
+                                      size, dense, processor, train, val, work, f"recover_{tag}", log)
     adapted = sorted(ours.model.peft_config["default"].target_modules)
     ours_key = f"{tag}_r{size.rank}+recovery"
     rows[ours_key] = {**evaluate(ours.model, processor, test, size.eval_batch, dense),
                       "bits_per_weight": rows[f"{tag}_r{size.rank}"]["bits_per_weight"],
-                      "trainable_params": ours.trainable_params, "train": ours.summary()}
+                      "trainable_params": ours.trainable_params, "train": ours.summary(),
+                      "lr": ours.optimizer_groups[0]["lr"], "val_kl_by_lr": ours_sweep}
 
     # baseline: RTN of the same modules + LoRA on the same (adapted) modules, the closest parameter budget
     names = sorted(fourier_modules(student))
-    baseline = LlavaFAForConditionalGeneration.from_pretrained(dense_dir).eval()
-    rtn_bpw = rtn_fake_quantize_(baseline, names, bits=setting["rtn_bits"], group=setting["rtn_group"])
+
+    def rtn_model() -> nn.Module:
+        model = LlavaFAForConditionalGeneration.from_pretrained(dense_dir).eval()
+        rtn_fake_quantize_(model, names, bits=setting["rtn_bits"], group=setting["rtn_group"])
+        return model
+
+    baseline = rtn_model()
+    rtn_bpw = setting["rtn_bits"] + 32 / setting["rtn_group"]
     n_weights = sum(dict(baseline.named_modules())[n].weight.numel() for n in names)
     rtn_key = f"rtn{setting['rtn_bits']}_g{setting['rtn_group']}"
     rows[rtn_key] = {**evaluate(baseline, processor, test, size.eval_batch, dense), "bits_per_weight": rtn_bpw}
     lora_rank = matching_lora_rank(baseline, adapted, ours.trainable_params)
-    baseline.requires_grad_(False)
-    lora = get_peft_model(baseline, LoraConfig(r=lora_rank, lora_alpha=lora_rank, lora_dropout=0.0,
-                                               target_modules=adapted))
-    base = recover(lora, processor, train, output_dir=work / f"baseline_{tag}", teacher=dense,
-                   max_steps=size.recovery_steps, learning_rate=size.recovery_lr, **common)
-    log(f"{rtn_key} + LoRA r{lora_rank}: {base.summary()}")
+
+    def lora_model() -> nn.Module:
+        model = rtn_model().requires_grad_(False)
+        return get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=lora_rank, lora_dropout=0.0,
+                                                target_modules=adapted))
+
+    base, base_sweep = tuned_recovery(lora_model, size, dense, processor, train, val, work, f"baseline_{tag}", log)
     lora_bits = base.trainable_params * 16 / n_weights  # adapters saved in float16, as our factors
     rows[f"{rtn_key}+lora"] = {**evaluate(base.model, processor, test, size.eval_batch, dense),
                                "bits_per_weight": rtn_bpw + lora_bits, "lora_rank": lora_rank,
-                               "trainable_params": base.trainable_params, "train": base.summary()}
+                               "trainable_params": base.trainable_params, "train": base.summary(),
+                               "lr": base.optimizer_groups[0]["lr"], "val_kl_by_lr": base_sweep}
     if tag == BIT_SETTINGS[0]["tag"]:
         keep.update(compressed=compressed, compressed_dir=compressed_dir, recovery=ours, baseline=base)
     compared[tag] = {
@@ -417,9 +444,12 @@ def to_markdown(results: dict[str, Any], command: str) -> str:
         notes.append(f"{ab}+{pb} bits: ours minus dense {-comp['recovery_gap_to_dense_points']:+.2f} points, ours minus "
                      f"baseline {comp['ours_minus_baseline_points']:+.2f} points")
     first = next(iter(results["compared"].values()))
-    lines += ["", f"Recovery and LoRA: {size['recovery_steps']} steps, batch {size['batch_size']}, lr "
-              f"{size['recovery_lr']}, distilled from the dense model (KL on the answer tokens), on the same "
-              f"{first['adapted_modules']} modules; " + "; ".join(notes) + f". Bits/weight over the "
+    lrs = ", ".join(f"{label} {rows[comp[key]]['lr']:g}" for comp in results["compared"].values()
+                    for key, label in (("ours", comp["ours"]), ("baseline", comp["baseline"])))
+    lines += ["", f"Recovery and LoRA: {size['recovery_steps']} steps, batch {size['batch_size']}, distilled from the "
+              f"dense model (KL on the answer tokens), on the same {first['adapted_modules']} modules; learning rate "
+              f"per run picked from {list(size['recovery_lrs'])} by the validation KL ({lrs}); "
+              + "; ".join(notes) + f". Bits/weight over the "
               f"{first['quantized_modules']} compressed Linear modules, factors and LoRA counted in float16 (as saved)."]
     return "\n".join(lines) + "\n"
 
