@@ -1,6 +1,6 @@
 """Fine-tuning benchmark on the CPU: the Shapes-VQA task, end to end.
 
-    python benchmarks/finetune.py                  # the full run, writes results/finetune_cpu.{json,md}
+    python benchmarks/finetune.py --threads 1      # the full run, writes results/finetune_cpu.{json,md}
     python benchmarks/finetune.py --size ci        # toy size (what tests/test_task_pipeline.py runs)
 
 Steps (every number in the output is measured in this run):
@@ -8,19 +8,20 @@ Steps (every number in the output is measured in this run):
 1. Generate Shapes-VQA (`llava_fa.training.synthetic_task.build_shapes_vqa`, seeded), build a
    byte-level BPE tokenizer on the task's texts (every answer word is one token; the special tokens
    of the tiny preset keep their ids) and a small LLaVA-FA from `LlavaFAConfig.from_preset("tiny",
-   ...)` with the sizes of `SIZES[size]`.
+   ...)` with the sizes of `SIZES[size]` (images normalised with white at 0, see `task_image_processor`).
 2. Stage 1 (`train_alignment`, projector only) and stage 2 (`train_instruction(adapters=False)`:
    vision tower + language model + projector, two learning-rate groups), from scratch. Validation
    and test accuracy (greedy decoding, `exact_match_accuracy`) of the dense model.
-3. Save the dense model; load it compressed on load with `FourierApproxConfig(rank=0)` and with
-   `FourierApproxConfig(rank=R)` (3+5 bits per complex coefficient = 4 bits per weight, group 64,
-   Lloyd levels; every Linear but `lm_head` and the embeddings). Test accuracy of both.
+3. For each of `BIT_SETTINGS` (ours 3+5 bits per complex coefficient vs RTN 4-bit g128; ours 2+3
+   vs RTN 2-bit g64): save the dense model, load it compressed on load with `FourierApproxConfig`
+   (rank 0 and rank R; every Linear but `lm_head` and the embeddings), test accuracy.
 4. `recover` the rank-R model: the Fourier-factor adapters of every compressed part, distilled from
    the dense model (KL on the answer tokens), for a fixed number of steps.
-5. Baseline at the same bits and trainable parameters: the dense weights of the same modules
-   fake-quantized RTN 4-bit, group 128 (float16 scale + zero, 4.25 bits), peft LoRA on the same
-   modules with the rank whose parameter count is closest to ours (QLoRA-style; alpha = r), trained
-   with the same loss, steps, batch and learning rate.
+5. Baseline at about the same bits and the same trainable parameters: the dense weights of the same
+   modules fake-quantized with RTN (float16 scale + zero per group), peft LoRA on the same modules
+   with the rank whose parameter count is closest to ours (QLoRA-style; alpha = r), trained with the
+   same loss, steps and batch. Each method's learning rate is picked from `recovery_lrs` by the
+   answer-token KL on the validation split; the table reports test accuracy and test KL.
 
 Step time: mean wall time of an optimizer step (first step excluded). Peak memory: the process's
 peak RSS (VmHWM, reset at the start of each training run through /proc/self/clear_refs), so it
