@@ -241,3 +241,25 @@ def test_cli_stage1_end_to_end(shapes, tmp_path):
     assert summary["stage"] == "alignment" and summary["steps"] == 1
     assert (tmp_path / "out" / "mm_projector.safetensors").is_file()
     assert (tmp_path / "out" / "model" / "config.json").is_file()
+
+
+def test_cli_recover_compresses_on_load_and_saves_adapter(shapes, tmp_path):
+    import json as _json
+
+    from llava_fa import LlavaFAForConditionalGeneration
+    from llava_fa.quantization import is_fourier_linear
+    from llava_fa.testing import save_tiny_llava_fa
+
+    cli = _train_cli()
+    model_dir = save_tiny_llava_fa(tmp_path / "tiny", seed=0)
+    records = [{"id": r["id"], "image": r["images"][0], "conversations": r["conversations"]} for r in shapes]
+    (tmp_path / "train.json").write_text(_json.dumps(records))
+    out = tmp_path / "rec"
+    assert cli.main(["recover", "--model", str(model_dir), "--compress-rank", "2", "--teacher", str(model_dir),
+                     "--data", str(tmp_path / "train.json"), "--output-dir", str(out), "--max-steps", "1",
+                     "--batch-size", "4", "--parts", "language_model"]) == 0
+    summary = _json.loads((out / "train_result.json").read_text())
+    assert summary["stage"] == "recovery" and summary["steps"] == 1 and summary["trainable_params"] > 0
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    merged = LlavaFAForConditionalGeneration.from_pretrained(out / "model")
+    assert any(is_fourier_linear(m) for m in merged.modules())
