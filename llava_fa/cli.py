@@ -112,8 +112,16 @@ def _add(sub, name: str, help_: str, example: str, func: Callable[[argparse.Name
 
 # ----------------------------------------------------------------------------------------- compress
 def cmd_compress(args: argparse.Namespace) -> int:
-    from llava_fa.hub.checkpoint import (atomic_output_dir, check_output_dir, copy_side_files, is_hub_id,
-                                         load_checkpoint, quant_method, resolve_checkpoint, save_processor)
+    from llava_fa.hub.checkpoint import (
+        atomic_output_dir,
+        check_output_dir,
+        copy_side_files,
+        is_hub_id,
+        load_checkpoint,
+        quant_method,
+        resolve_checkpoint,
+        save_processor,
+    )
 
     output = check_output_dir(args.output, args.overwrite)
     source = resolve_checkpoint(args.model)
@@ -427,10 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
              f"{PROG} compress Qwen/llava-qwen2.5-7b out/llava-fourier --rank 16 --override vision_tower.rank=32", cmd_compress)
     p.add_argument("model", metavar="MODEL", help="dense checkpoint: a local folder or a Hub id")
     p.add_argument("output", metavar="OUTPUT", help="folder to write (must not exist or be empty, unless --overwrite)")
-    p.add_argument("--rank", type=int, default=argparse.SUPPRESS, help=f"complex rank per matrix (default {defaults.get('rank')})")
+    p.add_argument("--rank", type=int, default=argparse.SUPPRESS,
+                   help=f"complex rank per matrix (default {defaults.get('rank')})")
     p.add_argument("--amplitude-bits", type=int, default=argparse.SUPPRESS,
                    help=f"PolarQuant amplitude bits (default {defaults.get('amplitude_bits')})")
-    p.add_argument("--phase-bits", type=int, default=argparse.SUPPRESS, help=f"PolarQuant phase bits (default {defaults.get('phase_bits')})")
+    p.add_argument("--phase-bits", type=int, default=argparse.SUPPRESS,
+                   help=f"PolarQuant phase bits (default {defaults.get('phase_bits')})")
     p.add_argument("--group-size", type=lambda s: None if s.lower() == "none" else int(s), default=argparse.SUPPRESS,
                    help=f"coefficients per amplitude scale, or 'none' for one per matrix (default {defaults.get('group_size')})")
     p.add_argument("--codebook", choices=codebooks, default=argparse.SUPPRESS, help=f"(default {defaults.get('codebook')})")

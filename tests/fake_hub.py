@@ -264,7 +264,7 @@ class FakeHub:
 
     # ---------------------------------------------------------------- install
     @contextlib.contextmanager
-    def install(self, cache_dir: str | None = None) -> Iterator["FakeHub"]:
+    def install(self, cache_dir: str | None = None) -> Iterator[FakeHub]:
         """Route huggingface_hub's HTTP client to this fake Hub (offline mode lifted meanwhile).
 
         `cache_dir`: where downloads are cached meanwhile (default: a new temporary folder, so tests never

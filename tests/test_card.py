@@ -10,11 +10,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from hub_fixtures import BASE_MODEL, compressed_tiny
+
 from llava_fa.hub import card as card_mod
-from llava_fa.hub.card import (CARD_TAGS, build_model_card, check_model_card, ensure_model_card, load_eval_results,
-                               pipeline_tag_for, size_by_part, write_model_card)
+from llava_fa.hub.card import (
+    CARD_TAGS,
+    build_model_card,
+    check_model_card,
+    ensure_model_card,
+    load_eval_results,
+    pipeline_tag_for,
+    size_by_part,
+    write_model_card,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

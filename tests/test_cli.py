@@ -11,8 +11,8 @@ import types
 from pathlib import Path
 
 import pytest
-
 from hub_fixtures import BASE_MODEL, FAST_FLAGS, compressed_tiny, tree_state
+
 from llava_fa.cli import build_parser, config_defaults, main, parse_overrides, parse_value
 
 COMMANDS = ["compress", "calibrate", "report", "card", "push", "eval"]
@@ -311,9 +311,8 @@ def _llava_json(folder: Path) -> Path:
 
 
 def test_calibrate_images_folder_and_llava_json(tiny_folder, tmp_path, capsys):
-    from safetensors import safe_open
-
     from conftest import gradient_image
+    from safetensors import safe_open
 
     images = tmp_path / "imgs"
     images.mkdir()
@@ -438,9 +437,8 @@ def test_eval_reports_missing_data_from_the_evaluator(monkeypatch, fake_evaluati
 # ------------------------------------------------------------------------------------ push (CLI failures only;
 # the round trip through the fake Hub is in test_push.py)
 def test_push_without_token_fails_before_any_request(compressed, monkeypatch, tmp_path, capsys):
-    from huggingface_hub import constants
-
     from fake_hub import FakeHub
+    from huggingface_hub import constants
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
@@ -499,9 +497,9 @@ def test_compress_hub_id_of_a_text_only_model(tmp_path, capsys):
     """MODEL as a Hub id (served by the fake Hub): downloaded, compressed; the card names it as base model,
     copies its license, and says text-generation; the folder ships the quantizer as remote code."""
     import torch
+    from fake_hub import FakeHub
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from fake_hub import FakeHub
     from llava_fa.hub.card import check_model_card
     from llava_fa.testing import build_tiny_tokenizer
 

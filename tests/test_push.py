@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fake_hub import FakeHub
 from hub_fixtures import BASE_MODEL, compressed_tiny, tree_state
+
 from llava_fa.cli import main
 from llava_fa.hub.card import check_model_card
 from llava_fa.hub.push import IGNORE_PATTERNS, PushError, push_folder, upload_files

@@ -237,7 +237,8 @@ def load_eval_results(source: Union[PathLike, dict, list]) -> EvalSummary:
         path = Path(source)
         origin = str(path)
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such evaluation results file (write one with `llava-fa eval ... --output FILE`).")
+            raise FileNotFoundError(f"{path}: no such evaluation results file "
+                                    f"(write one with `llava-fa eval ... --output FILE`).")
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
@@ -291,7 +292,8 @@ def _eval_markdown(summary: Optional[EvalSummary]) -> str:
         head = "| task | split | samples | metric | this model |" + (" dense parent | recovery |" if with_ref else "")
         lines += [head, "|---|---|---:|---|---:|" + ("---:|---:|" if with_ref else "")]
         for r in summary.rows:
-            line = f"| {r.task} | {r.split or ''} | {r.n_samples if r.n_samples is not None else ''} | {r.metric} | {r.value:.4g} |"
+            n = r.n_samples if r.n_samples is not None else ""
+            line = f"| {r.task} | {r.split or ''} | {n} | {r.metric} | {r.value:.4g} |"
             if with_ref:
                 rec = f"{100 * r.value / r.reference:.1f} %" if r.reference else ""
                 line += f" {'' if r.reference is None else f'{r.reference:.4g}'} | {rec} |"
@@ -302,7 +304,8 @@ def _eval_markdown(summary: Optional[EvalSummary]) -> str:
         lines.append("Agreement with the dense parent (no labels): " +
                      ", ".join(f"{k} = {v:.4g}" for k, v in summary.fidelity.items()) + ".")
     version = f" {summary.tool_version}" if summary.tool_version else ""
-    on = f" on `{summary.model}`" if summary.model and not os.path.isabs(summary.model) and not os.path.exists(summary.model) else ""
+    named = summary.model and not os.path.isabs(summary.model) and not os.path.exists(summary.model)
+    on = f" on `{summary.model}`" if named else ""
     lines += ["", f"Measured with {summary.tool}{version}{on}."]
     return "\n".join(lines)
 
@@ -366,7 +369,6 @@ def _calibration_text(q: dict[str, Any]) -> str:
 
 
 def _settings_markdown(q: dict[str, Any], parts: list[str]) -> tuple[str, str]:
-    calibration = q.get("calibration")
     rows = [
         ("quant_method", f"`{q.get('quant_method')}`"),
         ("compressed parts", ", ".join(f"`{p}`" for p in parts) or "none"),
