@@ -22,6 +22,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) scripts/demo.py
 
 test: $(STAMP)
+	$(PY) -m ruff check llava_fa tests benchmarks scripts
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 # The lmms-eval plugin tests: a lean lmms-eval install (its full dependency set pulls a CUDA torchvision
