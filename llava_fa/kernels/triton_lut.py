@@ -116,6 +116,27 @@ if TRITON_AVAILABLE:
         return wre, wim
 
     @triton.jit
+    def _load_nyquist(x_ptr, rm, stride_xm, nyq_col, mask_m, HAS_NYQ: tl.constexpr, BLOCK_M: tl.constexpr):
+        """Per row, the real Nyquist coefficient of the input (even n; zeros otherwise)."""
+        if HAS_NYQ:
+            nyq = tl.load(x_ptr + rm.to(tl.int64) * stride_xm + 2 * nyq_col, mask=mask_m, other=0.0)
+        else:
+            nyq = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        return nyq
+
+    @triton.jit
+    def _load_weighted_input(x_rows, rk, mask_m, mask_k, nyq):
+        """(Re, Im) tiles of the interleaved input spectrum with the half-spectrum weights: column 0 holds DC
+        (weight 1) and the Nyquist coefficient in its imaginary slot (packed layout); others count twice."""
+        xm = mask_m[:, None] & mask_k[None, :]
+        xre = tl.load(x_rows + 2 * rk[None, :], mask=xm, other=0.0)
+        xim = tl.load(x_rows + 2 * rk[None, :] + 1, mask=xm, other=0.0)
+        first = (rk == 0)[None, :]
+        xre = tl.where(first, xre, 2.0 * xre)
+        xim = tl.where(first, nyq[:, None], 2.0 * xim)
+        return xre, xim
+
+    @triton.jit
     def _lowrank_bias_store(acc, rm, rn, mask_m, mask_n, t_ptr, stride_tm, c_ptr, bias_ptr, y_ptr, stride_ym,
                             HAS_LR: tl.constexpr, R2: tl.constexpr, R2P: tl.constexpr, HAS_BIAS: tl.constexpr):
         # epilogue of the CUDA-core kernels: + t C^T (fp32), + bias, cast, store
@@ -152,10 +173,7 @@ if TRITON_AVAILABLE:
         mask_n = rn < N
         x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
         w_rows = rn[:, None] * n_cols
-        if HAS_NYQ:
-            nyq = tl.load(x_ptr + rm.to(tl.int64) * stride_xm + 2 * nyq_col, mask=mask_m, other=0.0)
-        else:
-            nyq = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        nyq = _load_nyquist(x_ptr, rm, stride_xm, nyq_col, mask_m, HAS_NYQ, BLOCK_M)
         span = tl.cdiv(tl.cdiv(n_cols, SPLIT), BLOCK_K) * BLOCK_K
         k_start = pid_s * span
         k_end = tl.minimum(k_start + span, n_cols)
@@ -166,12 +184,7 @@ if TRITON_AVAILABLE:
         for k0 in range(k_start, k_end, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             mask_k = rk < k_end
-            xm = mask_m[:, None] & mask_k[None, :]
-            xre = tl.load(x_rows + 2 * rk[None, :], mask=xm, other=0.0)
-            xim = tl.load(x_rows + 2 * rk[None, :] + 1, mask=xm, other=0.0)
-            first = (rk == 0)[None, :]
-            xre = tl.where(first, xre, 2.0 * xre)
-            xim = tl.where(first, nyq[:, None], 2.0 * xim)
+            xre, xim = _load_weighted_input(x_rows, rk, mask_m, mask_k, nyq)
             wm = mask_n[:, None] & mask_k[None, :]
             code = tl.load(codes_ptr + w_rows + rk[None, :], mask=wm, other=0).to(tl.int32)
             if SEP:
@@ -226,20 +239,12 @@ if TRITON_AVAILABLE:
         mask_n = rn < N
         x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
         w_rows = rn.to(tl.int64)[:, None] * n_cols
-        if HAS_NYQ:
-            nyq = tl.load(x_ptr + rm.to(tl.int64) * stride_xm + 2 * nyq_col, mask=mask_m, other=0.0)
-        else:
-            nyq = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        nyq = _load_nyquist(x_ptr, rm, stride_xm, nyq_col, mask_m, HAS_NYQ, BLOCK_M)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, n_cols, BLOCK_K):
             rk = k0 + tl.arange(0, BLOCK_K)
             mask_k = rk < n_cols
-            xm = mask_m[:, None] & mask_k[None, :]
-            xre = tl.load(x_rows + 2 * rk[None, :], mask=xm, other=0.0)
-            xim = tl.load(x_rows + 2 * rk[None, :] + 1, mask=xm, other=0.0)
-            first = (rk == 0)[None, :]
-            xre = tl.where(first, xre, 2.0 * xre)
-            xim = tl.where(first, nyq[:, None], 2.0 * xim)
+            xre, xim = _load_weighted_input(x_rows, rk, mask_m, mask_k, nyq)
             wm = mask_n[:, None] & mask_k[None, :]
             code = tl.load(codes_ptr + w_rows + rk[None, :], mask=wm, other=0).to(tl.int32)
             wre, wim = _lookup(code, table_ptr, levels_ptr, TABLE_F32, POLAR, PHASE_BITS)
