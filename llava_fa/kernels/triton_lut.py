@@ -137,16 +137,22 @@ if TRITON_AVAILABLE:
         return xre, xim
 
     @triton.jit
+    def _load_lowrank_tiles(rm, rn, mask_m, mask_n, t_ptr, stride_tm, c_ptr, R2: tl.constexpr, R2P: tl.constexpr):
+        """The rows' low-rank projections t (BLOCK_M, R2P) and the outputs' real factor rows c (BLOCK_N, R2P)."""
+        rr = tl.arange(0, R2P)
+        mask_r = rr < R2
+        tt = tl.load(t_ptr + rm.to(tl.int64)[:, None] * stride_tm + rr[None, :],
+                     mask=mask_m[:, None] & mask_r[None, :], other=0.0)
+        cc = tl.load(c_ptr + rn.to(tl.int64)[:, None] * R2 + rr[None, :],
+                     mask=mask_n[:, None] & mask_r[None, :], other=0.0)
+        return tt, cc
+
+    @triton.jit
     def _lowrank_bias_store(acc, rm, rn, mask_m, mask_n, t_ptr, stride_tm, c_ptr, bias_ptr, y_ptr, stride_ym,
                             HAS_LR: tl.constexpr, R2: tl.constexpr, R2P: tl.constexpr, HAS_BIAS: tl.constexpr):
         # epilogue of the CUDA-core kernels: + t C^T (fp32), + bias, cast, store
         if HAS_LR:
-            rr = tl.arange(0, R2P)
-            mask_r = rr < R2
-            tt = tl.load(t_ptr + rm.to(tl.int64)[:, None] * stride_tm + rr[None, :],
-                         mask=mask_m[:, None] & mask_r[None, :], other=0.0)
-            cc = tl.load(c_ptr + rn.to(tl.int64)[:, None] * R2 + rr[None, :],
-                         mask=mask_n[:, None] & mask_r[None, :], other=0.0)
+            tt, cc = _load_lowrank_tiles(rm, rn, mask_m, mask_n, t_ptr, stride_tm, c_ptr, R2, R2P)
             acc += tl.sum(tt[:, None, :] * cc[None, :, :], axis=2)
         if HAS_BIAS:
             acc += tl.load(bias_ptr + rn, mask=mask_n, other=0.0).to(tl.float32)[None, :]
@@ -265,12 +271,7 @@ if TRITON_AVAILABLE:
             else:
                 acc += part
         if HAS_LR:
-            rr = tl.arange(0, R2P)
-            mask_r = rr < R2
-            tt = tl.load(t_ptr + rm.to(tl.int64)[:, None] * stride_tm + rr[None, :],
-                         mask=mask_m[:, None] & mask_r[None, :], other=0.0)
-            cc = tl.load(c_ptr + rn.to(tl.int64)[:, None] * R2 + rr[None, :],
-                         mask=mask_n[:, None] & mask_r[None, :], other=0.0)
+            tt, cc = _load_lowrank_tiles(rm, rn, mask_m, mask_n, t_ptr, stride_tm, c_ptr, R2, R2P)
             acc = tl.dot(tt, tl.trans(cc), acc, input_precision="ieee")
         if HAS_BIAS:
             acc += tl.load(bias_ptr + rn, mask=mask_n, other=0.0).to(tl.float32)[None, :]
