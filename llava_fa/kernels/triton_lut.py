@@ -116,6 +116,13 @@ if TRITON_AVAILABLE:
         return wre, wim
 
     @triton.jit
+    def _output_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Rows and output features of this program's (BLOCK_M, BLOCK_N) tile (grid axes 0 and 1) and their masks."""
+        rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        return rm, rn, rm < M, rn < N
+
+    @triton.jit
     def _load_nyquist(x_ptr, rm, stride_xm, nyq_col, mask_m, HAS_NYQ: tl.constexpr, BLOCK_M: tl.constexpr):
         """Per row, the real Nyquist coefficient of the input (even n; zeros otherwise)."""
         if HAS_NYQ:
@@ -170,13 +177,8 @@ if TRITON_AVAILABLE:
         # with SPLIT > 1 it writes fp32 partials to p (SPLIT, M, N) for _splitk_reduce_kernel. SEP: separable
         # polar lookup (levels x phasors) instead of the joint table; ACC3D: accumulate products in a
         # (BLOCK_M, BLOCK_N, BLOCK_K) register tile reduced once at the end (else reduced every step).
-        pid_m = tl.program_id(0)
-        pid_n = tl.program_id(1)
         pid_s = tl.program_id(2)
-        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask_m = rm < M
-        mask_n = rn < N
+        rm, rn, mask_m, mask_n = _output_tile(M, N, BLOCK_M, BLOCK_N)
         x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
         w_rows = rn[:, None] * n_cols
         nyq = _load_nyquist(x_ptr, rm, stride_xm, nyq_col, mask_m, HAS_NYQ, BLOCK_M)
@@ -216,12 +218,7 @@ if TRITON_AVAILABLE:
     def _splitk_reduce_kernel(p_ptr, t_ptr, stride_tm, c_ptr, bias_ptr, y_ptr, stride_ym, M, N,
                               SPLIT: tl.constexpr, HAS_LR: tl.constexpr, R2: tl.constexpr, R2P: tl.constexpr,
                               HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-        pid_m = tl.program_id(0)
-        pid_n = tl.program_id(1)
-        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask_m = rm < M
-        mask_n = rn < N
+        rm, rn, mask_m, mask_n = _output_tile(M, N, BLOCK_M, BLOCK_N)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for s in tl.static_range(SPLIT):
             acc += tl.load(p_ptr + (s * M + rm.to(tl.int64))[:, None] * N + rn[None, :],
@@ -237,12 +234,7 @@ if TRITON_AVAILABLE:
                          HAS_LR: tl.constexpr, R2: tl.constexpr, R2P: tl.constexpr, HAS_BIAS: tl.constexpr,
                          DOT_F32: tl.constexpr, HALF: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          BLOCK_K: tl.constexpr):
-        pid_m = tl.program_id(0)
-        pid_n = tl.program_id(1)
-        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        mask_m = rm < M
-        mask_n = rn < N
+        rm, rn, mask_m, mask_n = _output_tile(M, N, BLOCK_M, BLOCK_N)
         x_rows = x_ptr + rm.to(tl.int64)[:, None] * stride_xm
         w_rows = rn.to(tl.int64)[:, None] * n_cols
         nyq = _load_nyquist(x_ptr, rm, stride_xm, nyq_col, mask_m, HAS_NYQ, BLOCK_M)
