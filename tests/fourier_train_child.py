@@ -137,30 +137,3 @@ if __name__ == "__main__":
 
 
 # ----------------------------------------------------------------------------------------- probes
-def _probe_layer():
-    from llava_fa.fourier import fourier_approximate
-    from llava_fa.quantization import FourierLinear
-
-    approx = fourier_approximate(torch.randn(8, 16, generator=torch.Generator().manual_seed(0)), rank=1,
-                                 amplitude_bits=3, phase_bits=5, max_iters=1)
-    return FourierLinear.from_approximation(approx, bias=torch.zeros(8))
-
-
-def layer_forward_is_kernel() -> bool:
-    """True when `FourierLinear.forward` gives exactly `fourier_linear_forward` (bit-exact adapter claims)."""
-    from llava_fa.kernels import fourier_linear_forward
-
-    layer = _probe_layer()
-    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        return torch.equal(layer(x), fourier_linear_forward(layer, x))
-
-
-def load_state_dict_works() -> bool:
-    """True when `FourierLinear.load_state_dict` works (peft loading and Trainer resume call it)."""
-    layer = _probe_layer()
-    try:
-        layer.load_state_dict(layer.state_dict())
-    except TypeError:
-        return False
-    return True

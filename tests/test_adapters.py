@@ -12,9 +12,7 @@ from safetensors import safe_open
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from fourier_train_child import (  # noqa: E402
-    layer_forward_is_kernel,
     load_compressed,
-    load_state_dict_works,
     shared_compressed_folder,
     tiny_inputs,
 )
@@ -31,16 +29,6 @@ from llava_fa.adapters import (  # noqa: E402
 )
 from llava_fa.adapters.layer import base_factors, lowrank_forward, real_lowrank  # noqa: E402
 from llava_fa.quantization import dequantize_model, is_fourier_linear  # noqa: E402
-
-#: Bit-exactness of the adapter vs the compressed model needs FourierLinear.forward to be the kernel's forward.
-needs_kernel_forward = pytest.mark.xfail(
-    not layer_forward_is_kernel(), strict=True,
-    reason="FourierLinear.forward does not call llava_fa.kernels.fourier_linear_forward yet (dense rebuild: "
-           "equal only to ~3e-7)")
-#: peft loads adapters with model.load_state_dict, which runs FourierLinear's legacy-rename pre-hook.
-needs_load_state_dict = pytest.mark.xfail(
-    not load_state_dict_works(), strict=True,
-    reason="FourierLinear's load_state_dict pre-hook is registered without with_module=True (TypeError)")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +82,6 @@ def test_targets_ranks_and_trainable_parameters(folder):
     assert {layer.r["default"] for layer in layers.values()} == {1, 2}  # v_proj rank 1 via rank_pattern
 
 
-@needs_kernel_forward
 def test_step0_exact_and_disable_gives_shipped_model(folder, inputs):
     compressed = load_compressed(folder)
     reference = _logits(compressed, inputs)
@@ -134,7 +121,6 @@ def test_gradients_reach_only_adapter_factors(folder, inputs):
     assert all(p.grad is None for n, p in peft_model.named_parameters() if not p.requires_grad)
 
 
-@needs_load_state_dict
 def test_save_load_round_trip(folder, inputs, tmp_path):
     peft_model = get_fourier_peft_model(load_compressed(folder))
     _perturb(peft_model)
@@ -158,7 +144,6 @@ def test_save_load_round_trip(folder, inputs, tmp_path):
     assert any(p.requires_grad for p in trainable.parameters())
 
 
-@needs_kernel_forward
 def test_merge_unmerge_and_unload(folder, inputs, tmp_path):
     from llava_fa.training.trainer_support import float32_factors
 
@@ -297,7 +282,7 @@ def test_cuda_bf16_autocast_training_step(folder, inputs):
     assert grads and all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
     with torch.no_grad():
         reference = load_compressed(folder).cuda()(**batch).logits
-        assert torch.equal(peft_model.eval()(**batch).logits, reference) or not layer_forward_is_kernel()
+        assert torch.equal(peft_model.eval()(**batch).logits, reference)
 
 
 @pytest.mark.parametrize("transform", ["rfft", "rfft2"])

@@ -14,7 +14,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from fourier_train_child import (  # noqa: E402
     RepeatedBatch,
     load_compressed,
-    load_state_dict_works,
     shared_compressed_folder,
     tiny_inputs,
 )
@@ -31,11 +30,6 @@ from llava_fa.training.trainer_support import (  # noqa: E402
     local_device_map,
     train_factors_only,
 )
-
-#: Resuming loads with model.load_state_dict, which runs FourierLinear's legacy-rename pre-hook.
-needs_load_state_dict = pytest.mark.xfail(
-    not load_state_dict_works(), strict=True,
-    reason="FourierLinear's load_state_dict pre-hook is registered without with_module=True (TypeError)")
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +120,6 @@ def _resume_pair(folder, tmp_path, make_model, trainer_cls):
     return full_model, resumed_model, _losses(full), _losses(resumed)
 
 
-@needs_load_state_dict
 def test_resume_is_exact_for_bare_model(folder, tmp_path):
     def make():
         model = load_compressed(folder)
@@ -146,7 +139,6 @@ def test_resume_is_exact_for_bare_model(folder, tmp_path):
     assert not all(torch.equal(p, initial[n]) for n, p in trained.items())
 
 
-@needs_load_state_dict
 def test_resume_is_exact_for_peft_model(folder, tmp_path):
     full, resumed, full_losses, resumed_losses = _resume_pair(
         folder, tmp_path, lambda: get_fourier_peft_model(load_compressed(folder)), Trainer)
