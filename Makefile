@@ -7,13 +7,17 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-lmms bench clean
+.PHONY: venv demo test bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	# lmms-eval for the plugin tests, lean: its full dependency set pulls a CUDA torchvision that breaks a
+	# CPU-only torch (README "lmms-eval"); filelock 4.x crashes it.
+	$(PY) -m pip install -q --no-deps "lmms-eval==0.7.3"
+	$(PY) -m pip install -q loguru sacrebleu evaluate pytz tenacity pytablewriter "filelock<4"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -24,13 +28,6 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check llava_fa tests benchmarks scripts
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
-
-# The lmms-eval plugin tests: a lean lmms-eval install (its full dependency set pulls a CUDA torchvision
-# that breaks a CPU-only torch), see README "lmms-eval".
-test-lmms: $(STAMP)
-	$(PY) -m pip install -q --no-deps "lmms-eval==0.7.3"
-	$(PY) -m pip install -q loguru sacrebleu evaluate pytz tenacity pytablewriter "filelock<4"
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/test_evaluation_lmms.py
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]" || true
