@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench bench-finetune clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]" || true
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/approximation.py
+
+bench-finetune: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/finetune.py --threads 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info
