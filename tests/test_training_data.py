@@ -187,11 +187,13 @@ def test_byte_order_mark_is_tolerated(tmp_path):
     assert load_llava_dataset(path)["id"] == ["img1", "7", "img2"]
 
 
-def test_truncated_jpeg_passes_verify_but_not_decode(tmp_path):
+def test_truncated_jpeg_passes_verify_but_not_decode(tmp_path, monkeypatch):
     import io
 
     import numpy as np
-    from PIL import Image
+    from PIL import Image, ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as lmms-eval sets it: the check ignores it
 
     path = _write(tmp_path, [{"id": "j", "image": "t.jpg", "conversations": _turns("<image>\nQ", "A")}, GOOD[1]])
     buffer = io.BytesIO()

@@ -198,12 +198,18 @@ def check_image_file(path: str | os.PathLike, record_name: str = "?", mode: str 
 
     if mode not in ("verify", "decode"):
         raise ValueError(f"mode must be 'verify' or 'decode', got {mode!r}.")
+    from PIL import ImageFile
+
+    tolerant = ImageFile.LOAD_TRUNCATED_IMAGES  # some libraries (lmms-eval) set it globally; the check must not
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as im:
             im.verify() if mode == "verify" else im.load()
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise BadRecordError(record_name, UNREADABLE_IMAGE, f"image file {str(path)!r} cannot be read as an image "
                                                             f"({type(exc).__name__}: {exc}).") from exc
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
 
 
 def read_llava_records(path: str | os.PathLike) -> list[Any]:
