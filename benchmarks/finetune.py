@@ -85,7 +85,8 @@ class TaskSize:
 
 SIZES: dict[str, TaskSize] = {
     "full": TaskSize(n_train=2000, n_val=200, n_test=400, image_size=64, patch_size=16, vision_hidden=64,
-                     vision_layers=1, vision_feature_layer=-2, text_hidden=128, text_layers=2, stage1_steps=30, stage2_epochs=10.0,
+                     vision_layers=1, vision_feature_layer=-2, text_hidden=128, text_layers=2, stage1_steps=30,
+                     stage2_epochs=10.0,
                      stage2_lr=1e-3, batch_size=32, rank=4, recovery_steps=100, recovery_lrs=(1e-4, 1e-3)),
     "ci": TaskSize(n_train=48, n_val=16, n_test=16, image_size=32, patch_size=16, vision_hidden=32,
                    vision_layers=1, vision_feature_layer=-1, text_hidden=64, text_layers=1, stage1_steps=2, stage2_epochs=1.0,

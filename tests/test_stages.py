@@ -227,9 +227,9 @@ def test_cli_help_and_clear_errors(tmp_path, capsys):
 
 
 def test_cli_stage1_end_to_end(shapes, tmp_path):
-    from llava_fa.testing import save_tiny_llava_fa
-
     import json as _json
+
+    from llava_fa.testing import save_tiny_llava_fa
 
     cli = _train_cli()
     model_dir = save_tiny_llava_fa(tmp_path / "tiny", seed=0)
