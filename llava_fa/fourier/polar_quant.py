@@ -92,10 +92,7 @@ class PolarCodes:
 
     def lookup_table(self) -> torch.Tensor:
         """Complex64 ``(2^(b_r+b_theta),)`` table: entry ``code`` is ``level * e^{i theta}`` (or the VQ point)."""
-        if self.table is not None:
-            return torch.view_as_complex(self.table.float().contiguous())
-        levels = uniform_levels(self.amplitude_bits, self.codes.device) if self.levels is None else self.levels
-        return polar_lookup_table(levels.float(), self.phase_bits)
+        return code_table(self.levels, self.table, self.amplitude_bits, self.phase_bits, self.codes.device)
 
     def dequantize(self) -> torch.Tensor:
         """Complex64 ``(rows, cols)`` matrix the codes stand for."""
@@ -109,6 +106,22 @@ class PolarCodes:
         """Bits stored: packed codes, scales, and the fitted levels or VQ table where there is one."""
         stored = [self.codes, self.scales, self.levels, self.table]
         return sum(t.numel() * t.element_size() * 8 for t in stored if t is not None)
+
+
+def code_table(
+    levels: Optional[torch.Tensor],
+    table: Optional[torch.Tensor],
+    amplitude_bits: int,
+    phase_bits: int,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Complex64 ``(2^(a+p),)`` table of the stored codebook: the VQ points ``table`` ``(2^(a+p), 2)`` if given,
+    else the polar grid of amplitude ``levels`` (``None``: the uniform grid of ``amplitude_bits``)."""
+    if table is not None:
+        return torch.view_as_complex(table.float().contiguous())
+    if levels is None:
+        levels = uniform_levels(amplitude_bits, device)
+    return polar_lookup_table(levels.float(), phase_bits)
 
 
 def polar_lookup_table(levels: torch.Tensor, phase_bits: int) -> torch.Tensor:

@@ -23,12 +23,12 @@ only the 1-D ``"rfft"`` transform is handled (``"rfft2"`` mixes rows and stays o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
 from ..fourier.packing import unpack_codes
-from ..fourier.polar_quant import polar_lookup_table, uniform_levels
+from ..fourier.polar_quant import code_table
+from ..fourier.transform import spectrum_columns
 
 #: Complex coefficients dequantised at once by the CPU path (rows are chunked to about this many).
 CHUNK_COEFFICIENTS = 1 << 20
@@ -58,23 +58,12 @@ class SpectralCodes:
     n_cols: int
 
 
-def lookup_table(levels: Optional[torch.Tensor], table: Optional[torch.Tensor], phase_bits: int,
-                 amplitude_bits: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """Complex64 code table: the VQ points ``table`` ``(2^bits, 2)`` if given, else the polar grid of the
-    amplitude ``levels`` (``None``: the uniform grid of ``amplitude_bits``) and ``2^phase_bits`` phases."""
-    if table is not None:
-        return torch.view_as_complex(table.float().contiguous())
-    if levels is None:
-        levels = uniform_levels(amplitude_bits, device)
-    return polar_lookup_table(levels.float(), phase_bits)
-
-
 def spectral_codes(module) -> SpectralCodes:
     """The `SpectralCodes` of a FourierLinear (duck-typed: reads its buffers and size attributes)."""
     group = module.group_size if module.group_size is not None else module.out_features * module.n_cols
     return SpectralCodes(codes=module.codes, scales=module.scales,
-                         table=lookup_table(getattr(module, "levels", None), getattr(module, "table", None),
-                                            module.phase_bits, module.amplitude_bits, module.codes.device),
+                         table=code_table(getattr(module, "levels", None), getattr(module, "table", None),
+                                          module.amplitude_bits, module.phase_bits, module.codes.device),
                          code_bits=module.amplitude_bits + module.phase_bits, group_len=int(group),
                          out_features=module.out_features, in_features=module.in_features, n_cols=module.n_cols)
 
@@ -89,7 +78,7 @@ def spectral_input(x: torch.Tensor, input_scale: torch.Tensor) -> torch.Tensor:
 
 def interleaved_input(uv: torch.Tensor, n: int) -> torch.Tensor:
     """The interleaved spectral input ``x'`` float32 ``(M, 2 n_cols)`` from ``uv`` (see the module docstring)."""
-    n_cols = n // 2 if n % 2 == 0 else (n + 1) // 2
+    n_cols = spectrum_columns(n, "rfft")
     body = uv[:, :n_cols, :] * 2.0
     first = uv[:, 0, 0]
     second = uv[:, n // 2, 0] if n % 2 == 0 else torch.zeros_like(first)
@@ -222,7 +211,6 @@ __all__ = [
     "dequantized_rows",
     "interleaved_input",
     "interleaved_input_adjoint",
-    "lookup_table",
     "lowrank_input_matrix",
     "lowrank_spatial_matrix",
     "lowrank_output_matrix",

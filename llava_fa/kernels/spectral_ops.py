@@ -18,11 +18,11 @@ from typing import Optional
 
 import torch
 
-from ..fourier.polar_quant import polar_lookup_table, uniform_levels
+from ..fourier.polar_quant import code_table, polar_lookup_table, uniform_levels
+from ..fourier.transform import spectrum_columns
 from .spectral import (
     SpectralCodes,
     interleaved_input,
-    lookup_table,
     lowrank_input_matrix,
     lowrank_output_matrix,
     lowrank_spatial_matrix,
@@ -117,13 +117,13 @@ def _fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Ten
                          l2: Optional[torch.Tensor], bias: Optional[torch.Tensor], out_features: int,
                          phase_bits: int, code_bits: int, group_len: int, out_dtype: torch.dtype) -> torch.Tensor:
     n = x.shape[-1]
-    n_cols = n // 2 if n % 2 == 0 else (n + 1) // 2
+    n_cols = spectrum_columns(n, "rfft")
     if x.shape[0] == 0:
         return x.new_zeros(0, out_features, dtype=out_dtype)
     if triton_supported(x, code_bits):
         return triton_fourier_linear(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features,
                                      phase_bits, group_len, out_dtype)
-    lut = lookup_table(levels, table, phase_bits, code_bits - phase_bits, codes.device)
+    lut = code_table(levels, table, code_bits - phase_bits, phase_bits, codes.device)
     spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
                          group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
     uv = spectral_input(x, input_scale)

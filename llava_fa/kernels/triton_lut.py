@@ -30,6 +30,8 @@ from typing import Optional
 
 import torch
 
+from ..fourier.transform import spectrum_columns
+
 try:  # optional dependency: CPU-only machines may lack it
     import triton
     import triton.language as tl
@@ -433,7 +435,7 @@ def lut_linear(uv: torch.Tensor, n: int, codes: torch.Tensor, scales: torch.Tens
     if (t is None) != (lr_out is None):
         raise ValueError("lut_linear: pass both t and lr_out, or neither")
     m_rows = uv.shape[0]
-    n_cols = n // 2 if n % 2 == 0 else (n + 1) // 2
+    n_cols = spectrum_columns(n, "rfft")
     if codes.numel() < out_features * n_cols:
         raise ValueError(f"lut_linear: {codes.numel()} codes cannot hold {out_features} x {n_cols} coefficients")
     if codes.numel() >= 2**31:
@@ -544,7 +546,7 @@ def lut_dequantize(codes: torch.Tensor, scales: torch.Tensor, tables: LutTables,
 
 def planar_input(uv: torch.Tensor, n: int) -> torch.Tensor:
     """``[w Re X | w Im X]`` float32 ``(M, 2 n_cols)`` (planar spectral input) from ``uv`` ``(M, n // 2 + 1, 2)``."""
-    n_cols = n // 2 if n % 2 == 0 else (n + 1) // 2
+    n_cols = spectrum_columns(n, "rfft")
     re = uv[:, :n_cols, 0] * 2.0
     im = uv[:, :n_cols, 1] * 2.0
     re[:, 0] = uv[:, 0, 0]
