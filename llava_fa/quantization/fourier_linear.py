@@ -115,10 +115,8 @@ class FourierLinear(nn.Module):
         settings = (settings or CompressionSettings()).replace(**fields)
         self.settings = settings
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.rank, self.amplitude_bits, self.phase_bits = settings.rank, settings.amplitude_bits, settings.phase_bits
-        self.group_size, self.transform, self.codebook = settings.group_size, settings.transform, settings.codebook
-        self.scale_dtype, self.factor_dtype, self.compute_dtype = settings.scale_dtype, settings.factor_dtype, compute_dtype
-        self.n_cols = spectrum_columns(self.in_features, self.transform)
+        self.compute_dtype = compute_dtype
+        self.n_cols = spectrum_columns(self.in_features, settings.transform)
         layout = fourier_layout(self.out_features, self.in_features, settings)
         self.stored_names = tuple(layout)
         for name, (shape, dt) in layout.items():
@@ -131,6 +129,16 @@ class FourierLinear(nn.Module):
             self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features, dtype=dtype, device="meta"),
                                        requires_grad=False)
         self._register_load_state_dict_pre_hook(_rename_legacy_keys, with_module=True)
+
+    # The per-matrix settings, read from `self.settings` (never stored twice).
+    rank = property(lambda self: self.settings.rank)
+    amplitude_bits = property(lambda self: self.settings.amplitude_bits)
+    phase_bits = property(lambda self: self.settings.phase_bits)
+    group_size = property(lambda self: self.settings.group_size)
+    transform = property(lambda self: self.settings.transform)
+    codebook = property(lambda self: self.settings.codebook)
+    scale_dtype = property(lambda self: self.settings.scale_dtype)
+    factor_dtype = property(lambda self: self.settings.factor_dtype)
 
     # ----- building -------------------------------------------------------------------------
     @staticmethod
@@ -275,10 +283,17 @@ class FourierLinear(nn.Module):
 
 
 def _moved_like(tensor: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """`tensor` on the device `fn(tensor)` is on, with its own dtype and exact values (same Parameter object)."""
+    """`tensor` on the device `fn` moves tensors to, with its own dtype and exact values (same Parameter object).
+
+    `fn` runs on an empty probe of the tensor's dtype and device, so only the device it picks is read and
+    the data is copied once.
+    """
     with torch.no_grad():
-        target = fn(tensor.detach())
-        moved = target.to(tensor.dtype) if tensor.is_meta or target.is_meta else tensor.detach().to(target.device)
+        device = fn(torch.empty(0, dtype=tensor.dtype, device=tensor.device)).device
+        if tensor.is_meta or device.type == "meta":
+            moved = torch.empty(tensor.shape, dtype=tensor.dtype, device=device)
+        else:
+            moved = tensor.detach().to(device)
     if isinstance(tensor, nn.Parameter):
         tensor.data = moved
         return tensor

@@ -149,13 +149,13 @@ def float32_factors(model: nn.Module) -> Iterator[None]:
     changed = []
     for module in _base_model(model).modules():
         if is_fourier_module(module) and getattr(module, "factor_dtype", torch.float32) != torch.float32:
-            changed.append((module, module.factor_dtype))
-            module.factor_dtype = torch.float32
+            changed.append((module, module.settings))
+            module.settings = module.settings.replace(factor_dtype=torch.float32)
     try:
         yield
     finally:
-        for module, dtype in changed:
-            module.factor_dtype = dtype
+        for module, settings in changed:
+            module.settings = settings
 
 
 def _read_checkpoint(folder: str) -> dict[str, torch.Tensor]:
