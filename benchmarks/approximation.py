@@ -38,13 +38,13 @@ from results_io import RESULTS, write_atomic  # noqa: E402
 from llava_fa.fourier import (  # noqa: E402
     PAPER_SETTINGS,
     Calibration,
+    CompressionSettings,
     channel_scale,
     fourier_approximate,
     input_power_spectrum,
     spectrum_columns,
 )
 from llava_fa.fourier.error_feedback import (  # noqa: E402
-    approximate_with_feedback,
     error_feedback_quantize,
     input_second_moment,
     pair_hessian,
@@ -180,15 +180,19 @@ def fourier(rank: int, calibrated: bool = False, spectral: bool = False, **setti
     return run
 
 
-def feedback(rank: int = 0, codebook: str = "lloyd", group_size: int = 64, channel: bool = False,
-             act_order: bool = True) -> Method:
-    """Fourier codes rounded by error feedback with the calibration second moment (``+EF`` rows)."""
+def feedback(rank: int = 0, codebook: str = "lloyd", group_size: int = 64, channel: bool = False) -> Method:
+    """Fourier codes rounded by error feedback with the calibration second moment (``+EF`` rows).
+
+    The public path: ``fourier_approximate`` with ``CompressionSettings(error_feedback=True)`` and a
+    ``Calibration`` holding the second moment (and the channel power with ``channel``).
+    """
+    settings = CompressionSettings(**dict(BEST, codebook=codebook, group_size=group_size), rank=rank,
+                                   svd_method="randomized", error_feedback=True, feedback_damp=DAMP)
 
     def run(w: torch.Tensor, key: str) -> tuple[torch.Tensor, int]:
-        scale = channel_scale(CAL_POWER[key], 0.5) if channel else None
-        res = approximate_with_feedback(w, CAL_SIGMA[key], rank=rank, codebook=codebook, group_size=group_size,
-                                        input_scale=scale, damp=DAMP, act_order=act_order)
-        return res.reconstruct(), res.nbits
+        calib = Calibration(second_moment=CAL_SIGMA[key], channel=CAL_POWER[key] if channel else None)
+        res = fourier_approximate(w, settings, calibration=calib)
+        return res.reconstruct().float(), res.nbits
 
     return run
 
@@ -378,7 +382,9 @@ def timings(device: str, weights: dict[str, torch.Tensor]) -> list[dict]:
 
             def once(v: torch.Tensor, r: int, svd: str = svd, settings: dict = settings, sigma=sigma):
                 if svd == "error feedback":
-                    return approximate_with_feedback(v, sigma[: v.shape[1], : v.shape[1]], rank=r, damp=DAMP)
+                    calib = Calibration(second_moment=sigma[: v.shape[1], : v.shape[1]])
+                    return fourier_approximate(v, rank=r, calibration=calib, error_feedback=True, feedback_damp=DAMP,
+                                               **settings)
                 return fourier_approximate(v, rank=r, svd_method=svd, **settings)
 
             once(w[:256, :256], 0 if rank == 0 else 4)  # warm-up

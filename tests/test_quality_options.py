@@ -112,8 +112,9 @@ def test_approximate_with_feedback_low_rank_and_bits():
     # factors: (m + c) * r complex numbers, two float16 parts each
     assert r4.nbits - r0.nbits == 2 * 16 * 4 * (48 + 32)
     assert r0.error == pytest.approx(output_error(w, r0.reconstruct(), sigma), rel=1e-4)
-    scaled = approximate_with_feedback(w, sigma, input_scale=torch.full((64,), 2.0))
+    scaled = approximate_with_feedback(w, sigma, channel=x.square().mean(0))
     assert scaled.nbits == r0.nbits + 64 * 16 and scaled.reconstruct().shape == w.shape
+    assert scaled.error == pytest.approx(output_error(w, scaled.reconstruct(), sigma), rel=1e-4)
 
 
 def test_gptq_baseline_beats_rtn_on_output_error():
@@ -164,7 +165,7 @@ def test_bad_inputs_raise_clear_errors():
         error_feedback_round(torch.ones(1, 1, dtype=torch.complex64), indefinite, torch.ones(1), table, None, damp=0.0)
     with pytest.raises(ValueError, match="rank"):
         approximate_with_feedback(w, sigma, rank=-1)
-    with pytest.raises(ValueError, match="sigma must be"):
+    with pytest.raises(ValueError, match="second_moment must be an \\(64, 64\\)"):
         approximate_with_feedback(w, torch.eye(8))
     with pytest.raises(TypeError, match="weight"):
         approximate_with_feedback(spec, sigma)

@@ -9,16 +9,23 @@ The loop starts from ``Q~ = 0``, alternates ``L = FourierSVD(W~ - Q~)`` and
 ``Q~ = PolarQuant(W~ - L1 L2)``, measures the (calibration-weighted) error of
 the *spatial* reconstruction after each step, stops as soon as the error rises
 and returns the best iterate.
+
+With ``settings.error_feedback`` the PolarQuant step chooses its codes by
+GPTQ-style error feedback (:mod:`.error_feedback`) with the calibration's input
+second moment ``Sigma``, and each round is measured by the relative output error
+``sqrt(tr(E Sigma E^T) / tr(W Sigma W^T))``; scales, table and layout are those of
+plain PolarQuant, so the result is stored and run exactly like a plain one.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
 from .calibration import Calibration, amplitude_scale, channel_scale
+from .error_feedback import error_feedback_quantize, output_error, spectral_hessian
 from .polar_quant import PolarCodes, polar_quantize
 from .settings import CompressionSettings, check_rank_fits
 from .svd import fourier_svd
@@ -42,7 +49,8 @@ class FourierApproximation:
         quant: the packed PolarQuant codes of ``Q~`` (``(m, n_cols)``).
         l1, l2: complex64 ``(m, r)`` and ``(r, n_cols)``, values exactly representable in ``factor_dtype``.
         factor_dtype: dtype the real and imaginary parts of the factors are stored in.
-        error: relative spatial error ``||W - W_hat|| / ||W||`` (calibration-weighted if ``weighted``).
+        error: relative spatial error ``||W - W_hat|| / ||W||`` (calibration-weighted if ``weighted``;
+            with error feedback the relative output error ``sqrt(tr(E Sigma E^T) / tr(W Sigma W^T))``).
         history: the error after each iteration.
         input_scale: ``None`` or float16 ``(n,)`` channel scale ``d``: the codes and factors
             approximate ``W diag(d)`` and ``W_hat = from_spectrum(...) diag(1/d)``.
@@ -141,10 +149,12 @@ def fourier_approximate(
         weight: real ``(m, n)`` matrix (``out_features x in_features`` for a Linear).
         settings: the compression settings (default: ``CompressionSettings()``); keyword `fields`
             (``rank=8``, ``codebook="vq"``, ... see :class:`CompressionSettings`) override them.
-        calibration: ``None``, a :class:`Calibration` (spectral ``row``/``col`` weights and/or
-            spatial ``channel`` input power) or the paper's ``(m, n_cols)`` matrix ``C``.
+        calibration: ``None``, a :class:`Calibration` (spectral ``row``/``col`` weights, spatial
+            ``channel`` input power, ``second_moment``) or the paper's ``(m, n_cols)`` matrix ``C``.
+            ``settings.error_feedback`` needs a ``Calibration`` with ``second_moment`` ``(n, n)``.
 
-    Raises ``TypeError`` / ``ValueError`` naming the argument or field that is wrong.
+    Raises ``TypeError`` / ``ValueError`` naming the argument or field that is wrong. Deterministic for
+    given inputs and settings (the randomized SVD is seeded by ``settings.seed``).
     """
     _validate_weight(weight)
     if settings is not None and not isinstance(settings, CompressionSettings):
@@ -153,7 +163,12 @@ def fourier_approximate(
     m, n = weight.shape
     cols = spectrum_columns(n, settings.transform)
     check_rank_fits(settings.rank, m, cols)
-    problem = _Problem(weight, settings, _as_calibration(calibration, m, cols, n))
+    calibration = _as_calibration(calibration, m, cols, n)
+    if settings.error_feedback and (calibration is None or calibration.second_moment is None):
+        raise ValueError("error_feedback=True needs the layer's input second moment: pass calibration="
+                         "Calibration(second_moment=E[x x^T] (n, n), ...) (llava_fa.fourier.input_second_moment(x), "
+                         "or calibrate(..., second_moment=True)), or set error_feedback=False")
+    problem = _Problem(weight, settings, calibration)
     err, quant, l1, l2, history = _alternate(problem, settings)
     return FourierApproximation(
         shape=(m, n), dtype=weight.dtype, transform=settings.transform, rank=settings.rank, quant=quant, l1=l1, l2=l2,
@@ -167,7 +182,8 @@ class _Problem:
 
     def __init__(self, weight: torch.Tensor, settings: CompressionSettings, calib: Optional[Calibration]):
         w = weight.detach().to(torch.float32)
-        self.n, self.transform, self.calibrated = w.shape[1], settings.transform, calib is not None
+        self.n, self.transform = w.shape[1], settings.transform
+        self.calibrated = calib is not None and (calib.has_weights or settings.error_feedback)
         row_w, col_w, channel_w = (None, None, None) if calib is None else (
             None if v is None else v.to(w.device, torch.float32) for v in (calib.row, calib.col, calib.channel))
         self.input_scale = None if channel_w is None else channel_scale(channel_w, calib.channel_alpha)
@@ -175,10 +191,19 @@ class _Problem:
         half_weights = spectrum_weights(self.n, self.transform, device=w.device)
         self.row_scale = amplitude_scale(row_w)
         self.col_scale = amplitude_scale(half_weights if col_w is None else half_weights * col_w)
-        self.error_of = _ErrorMeter(w, self.transform, row_w, col_w, channel_w)
+        #: error-feedback Hessian over the packed coefficients of ``W diag(d)``; None: plain rounding
+        self.hessian: Optional[torch.Tensor] = None
+        self.error_of: Callable[[torch.Tensor], float]
+        if settings.error_feedback:
+            assert calib is not None and calib.second_moment is not None
+            sigma = calib.second_moment.to(w.device, torch.float32)
+            self.hessian = spectral_hessian(sigma, self.input_scale)
+            self.error_of = _OutputErrorMeter(w, sigma)
+        else:
+            self.error_of = _ErrorMeter(w, self.transform, row_w, col_w, channel_w)
 
     def error(self, approx_spec: torch.Tensor) -> float:
-        """Relative (calibration-weighted) spatial error of the weight rebuilt from `approx_spec`."""
+        """Relative (calibration-weighted or output) error of the weight rebuilt from `approx_spec`."""
         dense = from_spectrum(approx_spec, self.n, self.transform)
         return self.error_of(dense if self.input_scale is None else dense / self.input_scale.unsqueeze(0))
 
@@ -186,7 +211,10 @@ class _Problem:
 def _alternate(
     problem: _Problem, settings: CompressionSettings
 ) -> tuple[float, PolarCodes, torch.Tensor, torch.Tensor, list[float]]:
-    """Alternate FourierSVD and PolarQuant from ``Q~ = 0``; stop when the error rises; return the best iterate."""
+    """Alternate FourierSVD and PolarQuant from ``Q~ = 0``; stop when the error rises; return the best iterate.
+
+    PolarQuant rounds each coefficient to its nearest point, or by error feedback when ``problem.hessian`` is set.
+    """
     spec, rank = problem.spec, settings.rank
     quant_kwargs = dict(group_size=settings.group_size, codebook=settings.codebook, phase_aware=settings.phase_aware,
                         scale_dtype=settings.scale_dtype)
@@ -199,8 +227,12 @@ def _alternate(
         l1, l2 = _round_factor(l1, settings.factor_dtype), _round_factor(l2, settings.factor_dtype)
         low = l1 @ l2 if rank else torch.zeros_like(spec)
         warm = None if best is None else best[1].table  # VQ: start from the best table so far
-        quant = polar_quantize(spec - low, settings.amplitude_bits, settings.phase_bits, init_table=warm,
-                               **quant_kwargs)
+        if problem.hessian is None:
+            quant = polar_quantize(spec - low, settings.amplitude_bits, settings.phase_bits, init_table=warm,
+                                   **quant_kwargs)
+        else:
+            quant = error_feedback_quantize(spec - low, problem.hessian, settings.amplitude_bits, settings.phase_bits,
+                                            init_table=warm, damp=settings.feedback_damp, **quant_kwargs)
         q_spec = quant.dequantize()
         err = problem.error(q_spec + low)
         history.append(err)
@@ -209,6 +241,16 @@ def _alternate(
         best = (err, quant, l1, l2)
     assert best is not None
     return (*best, history)
+
+
+class _OutputErrorMeter:
+    """Relative output error ``sqrt(tr(E Sigma E^T) / tr(W Sigma W^T))`` of a spatial reconstruction ``W - E``."""
+
+    def __init__(self, w: torch.Tensor, sigma: torch.Tensor):
+        self.w, self.sigma = w, sigma
+
+    def __call__(self, approx: torch.Tensor) -> float:
+        return output_error(self.w, approx, self.sigma)
 
 
 class _ErrorMeter:

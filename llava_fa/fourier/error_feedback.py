@@ -25,6 +25,11 @@ the inverse Hessian. This module does the same for complex coefficients:
   on the target, and only the codes are chosen differently. Dequantisation and
   kernels are unaffected; this is a compression-time option.
 
+Users reach it through ``CompressionSettings(error_feedback=True)`` in
+:func:`~.approximate.fourier_approximate` (Algorithm 1's loop calls
+:func:`error_feedback_quantize` in place of PolarQuant) and
+``FourierApproxConfig(error_feedback=True)``; this module holds the rounding itself.
+
 The same function rounds *spatial* pairs ``(w_2j, w_2j+1)`` when given
 ``Sigma`` itself as the Hessian (their basis matrix is the identity): the
 control that separates what the transform adds from what error feedback adds.
@@ -33,13 +38,16 @@ control that separates what the transform adds from what error feedback adds.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import torch
 
 from .packing import pack_codes
 from .polar_quant import Codebook, PolarCodes, polar_quantize
 from .transform import from_spectrum, spectrum_columns
+
+if TYPE_CHECKING:
+    from .approximate import FourierApproximation
 
 #: Dampening: this fraction of the mean Hessian diagonal is added to it (GPTQ uses 0.01; 0.1 measured better here).
 DEFAULT_DAMP = 0.1
@@ -253,117 +261,28 @@ def error_feedback_quantize(
     return dataclasses.replace(first, codes=pack_codes(flat, first.code_bits))
 
 
-@dataclasses.dataclass
-class FeedbackApproximation:
-    """``W ~= from_spectrum(Q~ + L1 L2) diag(1/input_scale)`` with error-feedback codes ``Q~``.
-
-    Attributes:
-        quant: PolarQuant codes of ``Q~`` (same layout as :func:`~.polar_quant.polar_quantize`).
-        l1, l2: complex64 ``(m, r)``, ``(r, c)`` factors, values exact in ``factor_dtype``.
-        input_scale: ``None`` or float32 ``(n,)`` channel scale (exact in float16, 16 bits each stored).
-        error: relative output error ``sqrt(tr(E S E^T) / tr(W S W^T))`` on the calibration moment.
-        history: that error after each round.
-    """
-
-    shape: tuple[int, int]
-    quant: PolarCodes
-    l1: torch.Tensor
-    l2: torch.Tensor
-    factor_dtype: torch.dtype
-    input_scale: Optional[torch.Tensor]
-    error: float
-    history: list[float]
-
-    def reconstruct(self) -> torch.Tensor:
-        """The approximated weight, float32 ``shape``."""
-        spec = self.quant.dequantize()
-        if self.l1.shape[1]:
-            spec = spec + self.l1 @ self.l2
-        dense = from_spectrum(spec, self.shape[1], "rfft")
-        return dense if self.input_scale is None else dense / self.input_scale.unsqueeze(0)
-
-    @property
-    def nbits(self) -> int:
-        """Bits stored: codes, scales, codebook, factors (real + imaginary), input scale (float16)."""
-        factor_bits = 2 * (self.l1.numel() + self.l2.numel()) * torch.finfo(self.factor_dtype).bits
-        scale_bits = 0 if self.input_scale is None else self.input_scale.numel() * 16
-        return self.quant.nbits() + factor_bits + scale_bits
-
-
 def approximate_with_feedback(
     weight: torch.Tensor,
     sigma: torch.Tensor,
     *,
-    rank: int = 0,
-    amplitude_bits: int = 3,
-    phase_bits: int = 5,
-    group_size: Optional[int] = 64,
-    codebook: Codebook = "lloyd",
-    input_scale: Optional[torch.Tensor] = None,
-    max_iters: int = 5,
-    damp: float = DEFAULT_DAMP,
-    act_order: bool = True,
-    factor_dtype: torch.dtype = torch.float16,
-    seed: int = 0,
-) -> FeedbackApproximation:
-    """Algorithm 1 with error-feedback PolarQuant (1-D packed rfft), best round kept by output error.
+    channel: Optional[torch.Tensor] = None,
+    channel_alpha: float = 0.5,
+    **fields: Any,
+) -> FourierApproximation:
+    """Shorthand for ``fourier_approximate`` with error feedback (rank 0 unless `fields` say otherwise).
 
-    Args:
-        weight: real ``(m, n)`` matrix; sigma: ``(n, n)`` input second moment of the layer.
-        rank: complex rank of the low-rank part (0: codes only, one round).
-        input_scale: optional ``(n,)`` channel scale ``d`` (e.g. :func:`~.calibration.channel_scale`):
-            compresses ``W diag(d)`` and divides it back out.
-        Other arguments as in :func:`error_feedback_quantize` and ``fourier_approximate``.
+    ``fourier_approximate(weight, CompressionSettings(rank=0, error_feedback=True, **fields),
+    calibration=Calibration(second_moment=sigma, channel=channel, channel_alpha=channel_alpha))``:
+    `sigma` is the ``(n, n)`` input second moment, `channel` optional ``(n,)`` input power for the
+    channel scale. Prefer that call (or ``FourierApproxConfig(error_feedback=True)``) in new code.
     """
-    from .svd import fourier_svd
-    from .transform import spectrum_weights, to_spectrum
+    from .approximate import fourier_approximate
+    from .calibration import Calibration
+    from .settings import CompressionSettings
 
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.is_floating_point():
-        raise TypeError("weight must be a real 2-D floating-point torch.Tensor")
-    m, n = weight.shape
-    sigma = _check_sigma(sigma)
-    if sigma.shape[0] != n:
-        raise ValueError(f"sigma must be ({n}, {n}) for a weight with {n} inputs, got {tuple(sigma.shape)}")
-    c = spectrum_columns(n, "rfft")
-    if not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank <= min(m, c):
-        raise ValueError(f"rank must be an integer in 0..{min(m, c)}, got {rank!r}")
-    if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 1:
-        raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
-    w = weight.detach().to(torch.float32)
-    d = None if input_scale is None else input_scale.to(w.device, torch.float32)
-    hessian = spectral_hessian(sigma.to(w.device), d)
-    scaled_sigma = sigma.to(w.device) if d is None else sigma.to(w.device) / d.unsqueeze(0) / d.unsqueeze(1)
-    ws = w if d is None else w * d.unsqueeze(0)
-    spec = to_spectrum(ws, "rfft")
-    col_scale = spectrum_weights(n, "rfft", device=w.device).sqrt()
-    q_spec = torch.zeros_like(spec)
-    best = None
-    history: list[float] = []
-    table = None
-    for step in range(max_iters if rank else 1):
-        l1, l2 = fourier_svd(spec - q_spec, rank, None, col_scale, method="exact" if rank == 0 else "randomized",
-                             seed=seed + step)
-        l1, l2 = _round_complex(l1, factor_dtype), _round_complex(l2, factor_dtype)
-        low = l1 @ l2 if rank else torch.zeros_like(spec)
-        quant = error_feedback_quantize(spec - low, hessian, amplitude_bits, phase_bits, group_size,
-                                        codebook=codebook, damp=damp, act_order=act_order, init_table=table)
-        table = quant.table
-        q_spec = quant.dequantize()
-        err = output_error(ws, from_spectrum(q_spec + low, n, "rfft"), scaled_sigma)
-        history.append(err)
-        if best is not None and err > best[0]:
-            break
-        best = (err, quant, l1, l2)
-    assert best is not None
-    err, quant, l1, l2 = best
-    return FeedbackApproximation((m, n), quant, l1, l2, factor_dtype, d, err, history)
-
-
-def _round_complex(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if dtype == torch.float32:
-        return x.to(torch.complex64).contiguous()
-    parts = torch.view_as_real(x.to(torch.complex64).contiguous()).to(dtype).to(torch.float32)
-    return torch.view_as_complex(parts.contiguous())
+    settings = CompressionSettings(rank=0, error_feedback=True).replace(**fields)
+    calibration = Calibration(second_moment=sigma, channel=channel, channel_alpha=channel_alpha)
+    return fourier_approximate(weight, settings, calibration=calibration)
 
 
 def output_error(weight: torch.Tensor, approx: torch.Tensor, sigma: torch.Tensor) -> float:
@@ -420,7 +339,6 @@ def _check_hessian(hessian: object, size: int) -> torch.Tensor:
 
 
 __all__ = [
-    "FeedbackApproximation",
     "approximate_with_feedback",
     "DEFAULT_BLOCK",
     "DEFAULT_DAMP",

@@ -11,6 +11,7 @@ Wrong types raise `TypeError`, wrong values `ValueError`; both name the field, a
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -40,6 +41,14 @@ class CompressionSettings:
         factor_dtype: storage dtype of the factors' real and imaginary parts.
         scale_dtype: storage dtype of the amplitude scales.
         seed: seed of the randomized SVD.
+        error_feedback: choose the codes by GPTQ-style error-feedback rounding with the layer's input
+            second moment ``E[x x^T]`` (opt-in; needs a :class:`~.calibration.Calibration` with
+            ``second_moment``, and ``transform="rfft"``). Lowers the *output* error at the same storage
+            (only the codes differ: same scales, table, bits and kernels) at a higher compression time
+            (a Cholesky of the ``(n, n)`` Hessian and a sequential pass over the ``n/2`` coefficient
+            columns per PolarQuant round). Rounds are then compared by that output error.
+        feedback_damp: error-feedback dampening, the fraction of the mean Hessian diagonal added to
+            it (GPTQ's ``percdamp``), ``>= 0``; ignored without `error_feedback`.
     """
 
     rank: int = 16
@@ -54,9 +63,13 @@ class CompressionSettings:
     factor_dtype: torch.dtype = torch.float16
     scale_dtype: torch.dtype = torch.float16
     seed: int = 0
+    error_feedback: bool = False
+    feedback_damp: float = 0.1
 
     def __post_init__(self) -> None:
-        check_fields({f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        check_fields(fields)
+        check_combination(fields)
 
     def replace(self, **changes: Any) -> CompressionSettings:
         """A copy with `changes` applied (validated)."""
@@ -118,9 +131,14 @@ def check_field(name: str, value: Any, where: str = "") -> None:
         _choice_field(name, value, CODEBOOKS, where)
     elif name == "svd_method":
         _choice_field(name, value, SVD_METHODS, where)
-    elif name == "phase_aware":
+    elif name in ("phase_aware", "error_feedback"):
         if not isinstance(value, bool):
-            raise TypeError(f"{where}phase_aware must be True or False, got {type(value).__name__} {value!r}")
+            raise TypeError(f"{where}{name} must be True or False, got {type(value).__name__} {value!r}")
+    elif name == "feedback_damp":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{where}feedback_damp must be a number >= 0, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{where}feedback_damp must be a finite number >= 0 (e.g. 0.1), got {value!r}")
     elif name in ("factor_dtype", "scale_dtype"):
         if not isinstance(value, torch.dtype):
             raise TypeError(f"{where}{name} must be a torch.dtype among {STORAGE_DTYPES}, got {value!r}")
@@ -136,6 +154,17 @@ def check_fields(fields: dict[str, Any], where: str = "") -> None:
         check_field(name, value, where)
 
 
+def check_combination(fields: dict[str, Any], where: str = "") -> None:
+    """Checks across fields (`ValueError`): ``error_feedback=True`` needs ``transform="rfft"``.
+
+    `fields` may be partial; missing fields take their defaults.
+    """
+    merged = {**DEFAULTS, **fields}
+    if merged["error_feedback"] and merged["transform"] != "rfft":
+        raise ValueError(f"{where}error_feedback=True works in the 1-D rfft basis only, got "
+                         f"transform={merged['transform']!r}; set transform='rfft' or error_feedback=False")
+
+
 def check_rank_fits(rank: int, rows: int, cols: int) -> None:
     """`ValueError` if `rank` exceeds the largest rank of a ``rows x cols`` spectrum."""
     if rank > min(rows, cols):
@@ -143,4 +172,4 @@ def check_rank_fits(rank: int, rows: int, cols: int) -> None:
 
 
 __all__ = ["CODEBOOKS", "DEFAULTS", "FIELDS", "STORAGE_DTYPES", "SVD_METHODS", "TRANSFORMS", "CompressionSettings",
-           "check_field", "check_fields", "check_rank_fits"]
+           "check_combination", "check_field", "check_fields", "check_rank_fits"]
