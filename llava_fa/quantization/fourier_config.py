@@ -11,7 +11,7 @@ overrides, dtypes as strings, the calibration file).
 
 Per-module settings: `overrides` maps a pattern to a dict of per-matrix fields (`rank`,
 `amplitude_bits`, `phase_bits`, `group_size`, `transform`, `max_iters`, `svd_method`, `codebook`,
-`phase_aware`). Patterns are matched like peft's `rank_pattern`: a regular expression that must
+`phase_aware`, `error_feedback`, `feedback_damp`). Patterns are matched like peft's `rank_pattern`: a regular expression that must
 match a whole suffix of the module name made of complete dotted components
 (``re.fullmatch(rf"(.*\.)?{pattern}", name)``): `"layers.1.mlp.up_proj"` or `"up_proj"` hit
 `model.layers.1.mlp.up_proj`, `"layers.1"` hits the module `model.layers.1` only (not its children and
@@ -20,6 +20,16 @@ insertion order (later ones win).
 
 Calibration: `calibration` is the path of a statistics file while compressing; the saved
 `config.json` keeps no path, only the file's SHA-256 (`calibration_sha256`).
+
+Error feedback (opt-in): `error_feedback=True` chooses the codes by GPTQ-style error-feedback rounding
+with each layer's input second moment, read from the calibration file (write it with
+`llava_fa.calibrate(model, batches, path, second_moment=True)`). It lowers the layer *output* error at
+the same storage (same scales, codebook, bits, kernels and saved layout: only the codes differ) and
+costs compression time: per matrix a Cholesky of the ``(in, in)`` Hessian and a sequential pass over
+the ``in/2`` coefficient columns, per PolarQuant round (rank > 0 runs up to `max_iters` of them), and
+the file grows by ``in^2 * 4`` bytes per distinct layer input. Modules whose input has no second
+moment in the file (wider than `second_moment_max_features` when it was collected) are rounded
+without it, with a warning.
 
 This file is shipped as Hub remote code: it only imports installed libraries and flat
 siblings (`from ..fourier.x import y` becomes `from .x import y`).
@@ -35,7 +45,7 @@ import torch
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from ..fourier.calibration import CALIBRATION_STATS, DEFAULT_CALIBRATION_STATS
-from ..fourier.settings import DEFAULTS, CompressionSettings, check_fields
+from ..fourier.settings import DEFAULTS, CompressionSettings, check_combination, check_fields
 
 QUANT_METHOD = "fourier_approx"
 
@@ -45,7 +55,7 @@ DEFAULT_MODULES_TO_NOT_CONVERT: tuple[str, ...] = ("lm_head", "embed_tokens", "e
 #: Fields that `overrides` may change per module (the per-matrix compression settings).
 PER_MODULE_FIELDS: tuple[str, ...] = (
     "rank", "amplitude_bits", "phase_bits", "group_size", "transform", "max_iters", "svd_method",
-    "codebook", "phase_aware",
+    "codebook", "phase_aware", "error_feedback", "feedback_damp",
 )
 
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -82,6 +92,10 @@ class FourierApproxConfig(QuantizationConfigMixin):
         rank, amplitude_bits, phase_bits, group_size, transform, max_iters, svd_method, codebook,
         phase_aware, seed: the per-matrix settings, defaults and meaning as in
             `llava_fa.fourier.settings.CompressionSettings`.
+        error_feedback: opt-in error-feedback rounding (see the module docstring): lower output error at
+            the same bits, more compression time; needs `calibration` (a file written with
+            ``second_moment=True``) and ``transform="rfft"``.
+        feedback_damp: its dampening, the fraction of the mean Hessian diagonal added to it (>= 0).
         factor_dtype, scale_dtype: storage dtypes (names or `torch.dtype`) of the factors and the
             amplitude scales; factors are trainable float32 parameters in memory.
         calibration: `None` or the path of a statistics file written by `llava_fa.calibrate`; makes the
@@ -112,6 +126,8 @@ class FourierApproxConfig(QuantizationConfigMixin):
         svd_method: str = DEFAULTS["svd_method"],
         codebook: str = DEFAULTS["codebook"],
         phase_aware: bool = DEFAULTS["phase_aware"],
+        error_feedback: bool = DEFAULTS["error_feedback"],
+        feedback_damp: float = DEFAULTS["feedback_damp"],
         factor_dtype: Any = DEFAULTS["factor_dtype"],
         scale_dtype: Any = DEFAULTS["scale_dtype"],
         seed: int = DEFAULTS["seed"],
@@ -133,6 +149,7 @@ class FourierApproxConfig(QuantizationConfigMixin):
         self.rank, self.amplitude_bits, self.phase_bits, self.group_size = rank, amplitude_bits, phase_bits, group_size
         self.transform, self.max_iters, self.svd_method, self.codebook = transform, max_iters, svd_method, codebook
         self.phase_aware, self.seed = phase_aware, seed
+        self.error_feedback, self.feedback_damp = error_feedback, feedback_damp
         self.factor_dtype = _dtype_name(factor_dtype, "factor_dtype", allow_none=False)
         self.scale_dtype = _dtype_name(scale_dtype, "scale_dtype", allow_none=False)
         self.compute_dtype = _dtype_name(compute_dtype, "compute_dtype", allow_none=True)
@@ -158,6 +175,7 @@ class FourierApproxConfig(QuantizationConfigMixin):
             raise TypeError(f"{_WHERE}modules_to_not_convert must be a list of non-empty module names, "
                             f"got {self.modules_to_not_convert!r}.")
         self._check_overrides()
+        self._check_error_feedback()
 
     def _check_calibration(self) -> None:
         if self.calibration is not None and not isinstance(self.calibration, str):
@@ -193,6 +211,19 @@ class FourierApproxConfig(QuantizationConfigMixin):
             if unknown:
                 raise ValueError(f"{where}fields {unknown} cannot be set per module; allowed: {PER_MODULE_FIELDS}.")
             check_fields(fields, where)
+
+    def _check_error_feedback(self) -> None:
+        """`ValueError` for error feedback with transform="rfft2" or with no statistics file to read."""
+        base = self.base_fields()
+        check_combination(base, _WHERE)
+        wanted = bool(base["error_feedback"])
+        for pattern, fields in self.overrides.items():
+            check_combination({**base, **fields}, f"FourierApproxConfig.overrides[{pattern!r}]: ")
+            wanted = wanted or bool(fields.get("error_feedback", False))
+        if wanted and self.calibration is None and self.calibration_sha256 is None:
+            raise ValueError(f"{_WHERE}error_feedback=True needs each layer's input second moment: write a "
+                             f"statistics file with llava_fa.calibrate(model, batches, path, second_moment=True) and "
+                             f"pass calibration=path, or set error_feedback=False.")
 
     def base_fields(self) -> dict[str, Any]:
         """The global per-matrix settings (before overrides)."""

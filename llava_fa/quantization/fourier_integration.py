@@ -127,10 +127,14 @@ class FourierQuantize(ConversionOps):
         module = model.get_submodule(module_name)
         config: FourierApproxConfig = self.hf_quantizer.quantization_config
         calibration_file: Optional[CalibrationFile] = getattr(self.hf_quantizer, "calibration_file", None)
+        settings: CompressionSettings = module.settings
         calibration = None if calibration_file is None else calibration_file.for_module(
-            module_name, tuple(value.shape), module.transform, config.calibration_stats, float(config.channel_alpha))
+            module_name, tuple(value.shape), module.transform, config.calibration_stats, float(config.channel_alpha),
+            second_moment=settings.error_feedback)
+        if settings.error_feedback and (calibration is None or calibration.second_moment is None):
+            settings = settings.replace(error_feedback=False)  # no second moment: warned by open_calibration
         start = time.perf_counter()
-        approx = fourier_approximate(value, module.settings, calibration=calibration)
+        approx = fourier_approximate(value, settings, calibration=calibration)
         on_cpu = value.device.type == "cpu"
         del value
         tensors = FourierLinear.tensors_from_approximation(approx)
@@ -167,11 +171,28 @@ def release_freed_host_memory() -> None:
 
 
 def open_calibration(config: FourierApproxConfig, convert: dict[str, CompressionSettings]) -> Optional[CalibrationFile]:
-    """Read the calibration file once, before any weight is read (fails early on a bad file); None without one."""
+    """Read the calibration file once, before any weight is read (fails early on a bad file); None without one.
+
+    Modules set to ``error_feedback`` need a second moment in the file: without a file that is a
+    `ValueError`; modules the file has none for (inputs wider than ``second_moment_max_features`` when it
+    was collected, or a file written without ``second_moment=True``) get a warning and plain rounding, so
+    one file serves a model whose widest inputs were left out on purpose.
+    """
+    feedback = [name for name, settings in convert.items() if settings.error_feedback]
     if config.calibration is None:
+        if feedback:
+            raise ValueError(f"FourierApproxConfig: error_feedback=True for {len(feedback)} module(s) (e.g. "
+                             f"{feedback[:3]}) but calibration=None; write a statistics file with "
+                             f"llava_fa.calibrate(model, batches, path, second_moment=True) and pass calibration=path.")
         return None
     calibration = CalibrationFile(config.calibration, where="FourierApproxConfig.calibration")
     calibration.warn_missing(convert)
+    without = [name for name in feedback if not calibration.has_second_moment(name)]
+    if without:
+        logger.warning(f"FourierApproxConfig.calibration: {config.calibration!r} has no second moment for "
+                       f"{len(without)} of the {len(feedback)} module(s) set to error_feedback (e.g. {without[:3]}); "
+                       f"they are rounded without error feedback. Collect them with llava_fa.calibrate(..., "
+                       f"second_moment=True, second_moment_max_features=None or larger).")
     config.calibration_sha256 = calibration.sha256
     return calibration
 
