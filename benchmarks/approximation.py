@@ -15,7 +15,9 @@ everything is measured on the held-out ``EVALUATION`` sentences (about 460 token
   mean pooling + L2 norm (as sentence-transformers does), ``1 - mean cosine`` to the original.
 
 Bits per weight count everything stored (codes, scales, codebooks, factors, channel scales).
-Writes ``benchmarks/results/approximation_<device>[_timing].{json,md}`` (``--only``: ``_partial``).
+Writes ``benchmarks/results/approximation_<device>[_timing].{json,md}`` (``--only``: ``_partial``);
+``--ef-timing`` times error feedback against plain rounding on 7B-shaped matrices instead
+(``benchmarks/results/ef_timing_<device>.{json,md}``).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from llava_fa.fourier import (  # noqa: E402
 from llava_fa.fourier.error_feedback import (  # noqa: E402
     error_feedback_quantize,
     input_second_moment,
+    output_error,
     pair_hessian,
 )
 from llava_fa.testing.minilm import SENTENCES, minilm_dir, minilm_linear_inputs, minilm_linear_weights  # noqa: E402
@@ -400,6 +403,56 @@ def timings(device: str, weights: dict[str, torch.Tensor]) -> list[dict]:
     return rows
 
 
+#: 7B-shaped matrices for the error-feedback cost (Qwen2.5-7B: hidden 3584, intermediate 18944).
+EF_TIMING_SHAPES: dict[str, tuple[int, int]] = {
+    "qwen2.5-7b attn q/o 3584x3584": (3584, 3584),
+    "qwen2.5-7b mlp gate/up 18944x3584": (18944, 3584),
+}
+
+
+def ef_timing(device: str, ranks: tuple[int, ...] = (0,), shapes: tuple[str, ...] = ()) -> list[dict]:
+    """Seconds per matrix of the default settings with and without error feedback, one run each.
+
+    Random weights (std 0.02) and a random PSD second moment (``x^T x / N`` of ``2n`` Gaussian rows with
+    log-uniform channel scales, like outlier channels). Error feedback adds the ``(n, n)`` spectral Hessian
+    and its Cholesky factors (once per matrix) and a sequential pass over the ``n/2`` coefficient columns
+    per PolarQuant round.
+    """
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for label, (m, n) in EF_TIMING_SHAPES.items():
+        if shapes and not any(s in label for s in shapes):
+            continue
+        w = (torch.randn(m, n, generator=g) * 0.02).to(device, torch.bfloat16)
+        x = torch.randn(2 * n, n, generator=g) * (torch.rand(n, generator=g) * 3).exp()
+        calib = Calibration(second_moment=input_second_moment(x).to(device))
+        del x
+        for rank in ranks:
+            for ef in (False, True):
+                settings = CompressionSettings(rank=rank, error_feedback=ef)
+                _sync(device)
+                start, cpu_start = time.perf_counter(), time.process_time()
+                res = fourier_approximate(w, settings, calibration=calib if ef else None)
+                _sync(device)
+                seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+                err = output_error(w.float(), res.reconstruct().float(), calib.second_moment)
+                rows.append(dict(matrix=label, device=device, rank=rank, error_feedback=ef, seconds=seconds,
+                                 cpu_seconds=cpu_seconds, rounds=len(res.history), output_error=err,
+                                 bits_per_weight=res.bits_per_weight))
+                print(f"{label:36s} {device} r{rank} EF={ef!s:5s} {seconds:8.1f}s wall {cpu_seconds:8.1f}s cpu "
+                      f"rounds={len(res.history)} out={err:.4f}", flush=True)
+    return rows
+
+
+def ef_timing_markdown(rows: list[dict]) -> str:
+    lines = ["| matrix | device | rank | error feedback | wall s | CPU s | rounds | output error (random sigma) |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['matrix']} | {r['device']} | {r['rank']} | {'yes' if r['error_feedback'] else 'no'} | "
+                     f"{r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['rounds']} | {r['output_error']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -423,6 +476,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--skip-quality", action="store_true", help="only time compression")
+    parser.add_argument("--ef-timing", action="store_true",
+                        help="only time error feedback vs plain rounding on 7B-shaped matrices "
+                             "(writes ef_timing_<device>.{json,md})")
+    parser.add_argument("--ef-ranks", default="0", help="ranks for --ef-timing (comma-separated)")
+    parser.add_argument("--ef-shapes", default="", help="--ef-timing: only shapes whose label contains one of these")
     parser.add_argument("--only", default="", help="comma-separated substrings: run only matching quality rows")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--shard", default="0/1", help="I/K: run quality rows I, I+K, ... (timings in shard 0); "
@@ -441,6 +499,18 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda was asked for but torch sees no CUDA device")
+    if args.ef_timing:
+        started = time.perf_counter()
+        rows = ef_timing(args.device, tuple(int(r) for r in args.ef_ranks.split(",")),
+                         tuple(s for s in args.ef_shapes.split(",") if s))
+        device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or platform.machine()
+        meta = dict(torch=torch.__version__, device=device_name, cpu_cores=os.cpu_count(), threads=torch.get_num_threads(),
+                    settings="CompressionSettings() defaults but rank", total_seconds=time.perf_counter() - started)
+        stem = f"ef_timing_{args.device}"
+        write_atomic(RESULTS / f"{stem}.json", json.dumps(dict(meta=meta, rows=rows), indent=2, default=str))
+        write_atomic(RESULTS / f"{stem}.md", ef_timing_markdown(rows))
+        print(ef_timing_markdown(rows))
+        return
     try:
         weights = minilm_linear_weights()
     except ImportError:
