@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from results_io import RESULTS, write_atomic  # noqa: E402
 
-from llava_fa.kernels import (
-    fourier_linear_forward,  # noqa: E402
-    triton_lut,  # noqa: E402
+from llava_fa.kernels import (  # noqa: E402
+    cpu_lut,
+    fourier_linear_forward,
+    triton_lut,
 )
 from llava_fa.kernels.dispatch import lowrank_factors  # noqa: E402
 from llava_fa.quantization import FourierLinear  # noqa: E402
@@ -41,7 +42,7 @@ from llava_fa.quantization import FourierLinear  # noqa: E402
 SHAPES = {"q/o 3584x3584": (3584, 3584), "k/v 512x3584": (512, 3584), "up/gate 18944x3584": (18944, 3584),
           "down 3584x18944": (3584, 18944)}
 GPU_BATCHES = (1, 4, 16, 64, 512)
-CPU_BATCHES = (1, 128)
+CPU_BATCHES = (1, 4, 16, 128)
 
 
 def random_fourier_linear(m: int, n: int, device: str, rank: int = 16, seed: int = 0) -> FourierLinear:
@@ -212,6 +213,17 @@ def time_cuda_graph(fn, x: torch.Tensor, flush: torch.Tensor, reps: int) -> floa
     return statistics.median(times)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo; "unknown" elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def time_cpu(fn, x: torch.Tensor, reps: int) -> float:
     """Median microseconds of ``fn(x)`` on the CPU after two warm-up calls."""
     for _ in range(2):
@@ -288,6 +300,13 @@ def run_cpu(shapes: dict, batches, reps: int) -> list[dict]:
                 row["dense_bf16_us"] = round(time_cpu(lambda t, w=w16: F.linear(t, w), xb, reps), 1)
                 row["ours_fp32_us"] = round(time_cpu(lambda t, lay=layer: fourier_linear_forward(lay, t), x, reps), 1)
                 row["ours_bf16_us"] = round(time_cpu(lambda t, lay=layer: fourier_linear_forward(lay, t), xb, reps), 1)
+                if 0 < batch <= cpu_lut.MAX_ROWS and cpu_lut.kernel() is not None:  # the chunked torch path it replaces
+                    routed, cpu_lut.MAX_ROWS = cpu_lut.MAX_ROWS, 0
+                    try:
+                        row["torch_path_fp32_us"] = round(
+                            time_cpu(lambda t, lay=layer: fourier_linear_forward(lay, t), x, reps), 1)
+                    finally:
+                        cpu_lut.MAX_ROWS = routed
             row["ours_vs_fp32"] = round(row["ours_fp32_us"] / row["dense_fp32_us"], 2)
             row["ours_vs_bf16"] = round(row["ours_bf16_us"] / row["dense_bf16_us"], 2)
             rows.append(row)
@@ -299,12 +318,14 @@ def markdown(device: str, rows: list[dict]) -> str:
     if not rows:
         return ""
     if "dense_fp32_us" in rows[0]:
-        lines = [f"CPU ({rows[0]['threads']} threads), microseconds per call, median; ratio = ours / dense (lower is better)",
-                 "", "| layer | batch | dense fp32 | ours fp32 | ratio | dense bf16 | ours bf16 | ratio |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines = [f"CPU ({rows[0]['threads']} threads), microseconds per call, median; ratio = ours / dense (lower is better); "
+                 f"torch path = ours without the C++ LUT kernel (batch <= {cpu_lut.MAX_ROWS})",
+                 "", "| layer | batch | dense fp32 | ours fp32 | ratio | torch path fp32 | dense bf16 | ours bf16 | ratio |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             lines.append(f"| {r['layer']} | {r['batch']} | {r['dense_fp32_us']} | {r['ours_fp32_us']} | "
-                         f"{r['ours_vs_fp32']}x | {r['dense_bf16_us']} | {r['ours_bf16_us']} | {r['ours_vs_bf16']}x |")
+                         f"{r['ours_vs_fp32']}x | {r.get('torch_path_fp32_us', 'n/a')} | {r['dense_bf16_us']} | "
+                         f"{r['ours_bf16_us']} | {r['ours_vs_bf16']}x |")
         return "\n".join(lines) + "\n"
     names = [k[:-3] for k in rows[0] if k.endswith("_us")]
     names += [k[:-3] for r in rows for k in r if k.endswith("_us") and k[:-3] not in names]
@@ -358,6 +379,8 @@ def main() -> None:
     else:
         rows = run_cpu(shapes, args.batches or CPU_BATCHES, args.reps or 5)
         device = "cpu"
+        extra["cpu_kernel_variant"] = cpu_lut.default_variant(True) if cpu_lut.kernel() is not None else None
+        extra["cpu_model"] = cpu_model()
     out = args.output or RESULTS / f"decode_{args.device}.json"
     meta = dict(device=device, torch=torch.__version__, triton=getattr(triton_lut.triton, "__version__", None),
                 command=" ".join(sys.argv), **extra, rows=rows)

@@ -5,9 +5,10 @@ Routes a call by what it needs:
 * autograd needed (grad mode on and ``x`` or a factor requires grad): plain torch through ONE rfft of the
   input; the frozen quantized part is :class:`QuantizedSpectralMatmul` (saves nothing dense; its backward
   re-dequantises chunk-wise), the low-rank branch ordinary differentiable ops;
-* otherwise the ``llava_fa_kernels::fourier_linear`` custom op: Triton LUT kernels on CUDA (8-bit codes),
-  the chunked frequency-domain torch path elsewhere (neither ever rebuilds the dense weight nor runs an
-  inverse FFT of it);
+* otherwise the ``llava_fa_kernels::fourier_linear`` custom op (its implementation called directly in
+  eager mode): Triton LUT kernels on CUDA (8-bit codes), the C++ LUT kernel on the CPU at small batch, the
+  chunked frequency-domain torch path elsewhere (none ever rebuilds the dense weight nor runs an inverse
+  FFT of it);
 * layouts the fast paths do not cover (``transform="rfft2"``) rebuild the dense weight, as before.
 """
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .spectral import interleaved_input, lowrank_term, spectral_codes, spectral_input
-from .spectral_ops import QuantizedSpectralMatmul, fourier_linear_op
+from .spectral_ops import QuantizedSpectralMatmul, fourier_linear_impl, fourier_linear_op
 
 #: FourierLinear transforms the frequency-domain paths handle.
 FAST_TRANSFORMS = ("rfft",)
@@ -92,10 +93,11 @@ def fourier_linear_forward(module, x: torch.Tensor, *, include_lowrank: bool = T
         or (l1 is not None and (l1.requires_grad or l2.requires_grad)))
     if not needs_grad:
         group = module.group_size if module.group_size is not None else m * module.n_cols
-        y = fourier_linear_op(x2, module.codes, module.scales, getattr(module, "levels", None),
-                              getattr(module, "table", None),
-                              module.input_scale, l1, l2, bias, m, module.phase_bits,
-                              module.amplitude_bits + module.phase_bits, int(group), compute)
+        # eager calls skip the custom op's dispatch (tens of microseconds); torch.compile traces the op itself
+        op = fourier_linear_op if torch.compiler.is_compiling() else fourier_linear_impl
+        y = op(x2, module.codes, module.scales, getattr(module, "levels", None), getattr(module, "table", None),
+               module.input_scale, l1, l2, bias, m, module.phase_bits, module.amplitude_bits + module.phase_bits,
+               int(group), compute)
         return y.reshape(*lead, m).to(x.dtype)
     uv = spectral_input(x2, module.input_scale)
     y = QuantizedSpectralMatmul.apply(interleaved_input(uv, n), spectral_codes(module))

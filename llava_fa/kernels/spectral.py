@@ -79,11 +79,10 @@ def spectral_input(x: torch.Tensor, input_scale: torch.Tensor) -> torch.Tensor:
 def interleaved_input(uv: torch.Tensor, n: int) -> torch.Tensor:
     """The interleaved spectral input ``x'`` float32 ``(M, 2 n_cols)`` from ``uv`` (see the module docstring)."""
     n_cols = spectrum_columns(n, "rfft")
-    body = uv[:, :n_cols, :] * 2.0
-    first = uv[:, 0, 0]
-    second = uv[:, n // 2, 0] if n % 2 == 0 else torch.zeros_like(first)
-    head = torch.stack((first, second), dim=-1).unsqueeze(1)
-    return torch.cat((head, body[:, 1:, :]), dim=1).reshape(uv.shape[0], 2 * n_cols)
+    xp = uv[:, :n_cols, :] * 2.0
+    xp[:, 0, 0] = uv[:, 0, 0]  # packed DC / Nyquist pair, weight 1 (both real)
+    xp[:, 0, 1] = uv[:, n // 2, 0] if n % 2 == 0 else 0.0
+    return xp.reshape(uv.shape[0], 2 * n_cols)
 
 
 def interleaved_input_adjoint(grad: torch.Tensor, n: int) -> torch.Tensor:

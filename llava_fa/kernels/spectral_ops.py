@@ -3,8 +3,8 @@
 * ``llava_fa_kernels::fourier_linear`` — the whole layer for inference (no autograd): spectral input,
   quantized LUT product, low-rank term, bias. One opaque op with a fake (meta) implementation, so
   ``torch.compile`` keeps the complex FFT out of Inductor and CUDA graphs capture it. On CUDA with
-  Triton and 8-bit codes it runs the Triton kernels of ``triton_lut``; elsewhere the plain-torch
-  chunked path of ``spectral``.
+  Triton and 8-bit codes it runs the Triton kernels of ``triton_lut``; on the CPU at small batch the C++
+  LUT kernel of ``cpu_lut``; elsewhere the plain-torch chunked path of ``spectral``.
 * :class:`QuantizedSpectralMatmul` — ``y = x' W'^T`` for the frozen quantized part with a backward
   ``g W'`` that re-dequantises ``W'`` chunk-wise (nothing dense is saved).
 
@@ -17,9 +17,12 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..fourier.polar_quant import code_table, polar_lookup_table, uniform_levels
 from ..fourier.transform import spectrum_columns
+from .cpu_lut import cpu_tables, lut_matmul
+from .cpu_lut import supported as cpu_lut_supported
 from .spectral import (
     SpectralCodes,
     interleaved_input,
@@ -35,9 +38,10 @@ from .triton_lut import TRITON_AVAILABLE, lut_linear, lut_tables, spectral_prep,
 OP_NAMESPACE = "llava_fa_kernels"
 OP_NAME = "fourier_linear"
 
-#: Derived per-layer tensors for the GPU path, keyed by the identity and version of the stored tensors.
-_PREPARED: dict[tuple, dict[str, torch.Tensor]] = {}
-_PREPARED_MAX = 8192
+#: Derived per-layer tensors (inverse channel scale, low-rank matrices, kernel tables), one entry per codes
+#: tensor: it lives as long as the layer's codes (weak key, so a freed layer's address reused by a new one can
+#: never serve stale values) and is rebuilt when any stored tensor changes (object, version, shape, dtype).
+_PREPARED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def triton_supported(x: torch.Tensor, code_bits: int) -> bool:
@@ -59,34 +63,51 @@ class QuantizedSpectralMatmul(torch.autograd.Function):
 
 
 def _key(*tensors: Optional[torch.Tensor]) -> tuple:
-    return tuple((None if t is None else (t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device)))
+    return tuple((None if t is None else (id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device)))
                  for t in tensors)
 
 
 def _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits: int, n: int, code_bits: int = 8) -> dict:
+    """The cached entry of this layer: ``inv_scale``, ``unit_scale`` and, with factors, ``lr_in`` / ``lr_out``;
+    path-specific tables are added by :func:`_gpu_tables` / :func:`_cpu_tables` on first use."""
     key = _key(codes, scales, levels, table, input_scale, l1, l2) + (phase_bits, n, code_bits)
-    hit = _PREPARED.get(key)
-    if hit is not None:
-        return hit
-    if len(_PREPARED) >= _PREPARED_MAX:
-        _PREPARED.clear()
-    if table is not None:
-        tables = lut_tables(None, None, torch.view_as_complex(table.float().contiguous()), 0)
-    else:
-        amplitude = levels.float() if levels is not None else uniform_levels(code_bits - phase_bits, codes.device)
-        phasors = polar_lookup_table(torch.ones(1, device=codes.device), phase_bits)
-        tables = lut_tables(amplitude, phasors, None, phase_bits)
+    hit = _PREPARED.get(codes)
+    if hit is not None and hit[0] == key:
+        return hit[1]
     entry = {
-        "tables": tables,
         "inv_scale": (1.0 / input_scale.float()).contiguous(),
         "unit_scale": bool(torch.all(input_scale == 1)),
     }
     if l1 is not None:
         entry["lr_in"] = lowrank_input_matrix(l2.detach(), n).contiguous()
-        entry["lr_a"] = lowrank_spatial_matrix(l2.detach(), n, input_scale).contiguous()
         entry["lr_out"] = lowrank_output_matrix(l1.detach()).contiguous()
-    _PREPARED[key] = entry
+    _PREPARED[codes] = (key, entry)
     return entry
+
+
+def _gpu_tables(entry: dict, codes, levels, table, input_scale, l2, phase_bits: int, n: int, code_bits: int) -> dict:
+    """Adds the Triton tables (and the spatial low-rank matrix ``lr_a`` of the prep kernel) to `entry`."""
+    if "tables" not in entry:
+        if table is not None:
+            entry["tables"] = lut_tables(None, None, torch.view_as_complex(table.float().contiguous()), 0)
+        else:
+            amplitude = levels.float() if levels is not None else uniform_levels(code_bits - phase_bits, codes.device)
+            phasors = polar_lookup_table(torch.ones(1, device=codes.device), phase_bits)
+            entry["tables"] = lut_tables(amplitude, phasors, None, phase_bits)
+        if l2 is not None:
+            entry["lr_a"] = lowrank_spatial_matrix(l2.detach(), n, input_scale).contiguous()
+    return entry
+
+
+def _cpu_tables(entry: dict, levels, table, phase_bits: int, code_bits: int, device) -> dict:
+    """The CPU kernel's tables (``cpu_lut.cpu_tables``) of this layer, cached in `entry`."""
+    if "cpu_tables" not in entry:
+        polar_levels = None
+        if table is None:
+            polar_levels = levels if levels is not None else uniform_levels(code_bits - phase_bits, device)
+        lut = code_table(levels, table, code_bits - phase_bits, phase_bits, device)
+        entry["cpu_tables"] = cpu_tables(lut, polar_levels, phase_bits)
+    return entry["cpu_tables"]
 
 
 def triton_fourier_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, levels: Optional[torch.Tensor],
@@ -100,7 +121,8 @@ def triton_fourier_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Te
     n = x.shape[-1]
     if x.shape[0] == 0:
         return x.new_zeros(0, out_features, dtype=out_dtype)
-    prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, 8)
+    prep = _gpu_tables(_prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, 8), codes, levels,
+                       table, input_scale, l2, phase_bits, n, 8)
     if use_prep_kernel(x.shape[0], n):
         u, t = spectral_prep(x, None if prep["unit_scale"] else prep["inv_scale"], prep.get("lr_a"))
         uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
@@ -112,7 +134,7 @@ def triton_fourier_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Te
                       t=t, lr_out=prep.get("lr_out"), bias=bias, out_dtype=out_dtype)
 
 
-def _fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, levels: Optional[torch.Tensor],
+def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, levels: Optional[torch.Tensor],
                          table: Optional[torch.Tensor], input_scale: torch.Tensor, l1: Optional[torch.Tensor],
                          l2: Optional[torch.Tensor], bias: Optional[torch.Tensor], out_features: int,
                          phase_bits: int, code_bits: int, group_len: int, out_dtype: torch.dtype) -> torch.Tensor:
@@ -123,13 +145,18 @@ def _fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Ten
     if triton_supported(x, code_bits):
         return triton_fourier_linear(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features,
                                      phase_bits, group_len, out_dtype)
-    lut = code_table(levels, table, code_bits - phase_bits, phase_bits, codes.device)
-    spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
-                         group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
+    prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, code_bits)
     uv = spectral_input(x, input_scale)
-    y = quantized_matmul(interleaved_input(uv, n), spec)
+    if cpu_lut_supported(x, code_bits, n_cols, group_len):
+        tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
+        y = lut_matmul(interleaved_input(uv, n), codes, scales, tables, phase_bits, group_len, out_features)
+    else:
+        lut = code_table(levels, table, code_bits - phase_bits, phase_bits, codes.device)
+        spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
+                             group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
+        y = quantized_matmul(interleaved_input(uv, n), spec)
     if l1 is not None:
-        y = y + (uv.flatten(1) @ lowrank_input_matrix(l2, n).T) @ lowrank_output_matrix(l1).T
+        y = y + (uv.flatten(1) @ prep["lr_in"].T) @ prep["lr_out"].T
     if bias is not None:
         y = y + bias.float()
     return y.to(out_dtype)
@@ -144,7 +171,7 @@ def _register() -> object:
     namespace = getattr(torch.ops, OP_NAMESPACE)
     if hasattr(namespace, OP_NAME):  # registered by another copy of this file
         return getattr(namespace, OP_NAME)
-    op = torch.library.custom_op(f"{OP_NAMESPACE}::{OP_NAME}", mutates_args=())(_fourier_linear_impl)
+    op = torch.library.custom_op(f"{OP_NAMESPACE}::{OP_NAME}", mutates_args=())(fourier_linear_impl)
     op.register_fake(_fourier_linear_fake)
     return getattr(namespace, OP_NAME)
 
@@ -153,4 +180,5 @@ def _register() -> object:
 #: out_features, phase_bits, code_bits, group_len, out_dtype) -> (M, out_features)`` (no autograd).
 fourier_linear_op = _register()
 
-__all__ = ["QuantizedSpectralMatmul", "triton_fourier_linear", "fourier_linear_op", "triton_supported", "OP_NAMESPACE", "OP_NAME"]
+__all__ = ["QuantizedSpectralMatmul", "triton_fourier_linear", "fourier_linear_impl", "fourier_linear_op",
+           "triton_supported", "OP_NAMESPACE", "OP_NAME"]

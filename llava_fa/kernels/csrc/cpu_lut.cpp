@@ -1,0 +1,230 @@
+// CPU LUT product of a FourierLinear's quantized spectrum with a spectral input (batch 1..a few rows).
+//
+//   y[b, o] = sum_k  s[(o*c + k) / G] * (Re T[code[o, k]] * x[b, 2k] + Im T[code[o, k]] * x[b, 2k + 1])
+//
+// codes: uint8, one 8-bit code per complex coefficient, row-major (m rows of c coefficients);
+// s: per-group scales, float32 / float16 / bfloat16 (`scale_kind` 0 / 1 / 2), G consecutive coefficients of the
+//    flattened spectrum per scale;
+// T: the 256-entry code table as float32 (Re, Im) pairs (always given); for a polar table also its factors
+//    (T[(a << p) | q] = lev[a] * (cosv[q] + i sinv[q]), a and p at most 5 bits: lev/cosv/sinv hold 32 floats),
+//    else lev = nullptr;
+// x: float32 (M, 2c), the interleaved (Re, Im) weighted, packed spectral input;
+// y: float32 (M, m), overwritten.
+// Requires c % 16 == 0 and G % 16 == 0 (then a 16-coefficient chunk never straddles a scale group).
+//
+// Variants (chosen at run time from the CPU's features; forced by `variant` for tests):
+//   1 portable C++, 2 AVX2 gathers, 3 AVX-512 gathers, 4 AVX-512 polar (in-register permutes, no gathers).
+// Rows are split over ATen's intra-op thread pool (at::parallel_for), so torch.set_num_threads applies.
+// No dense weight and no table of partial products is ever written: one pass over the codes.
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace {
+
+constexpr int64_t kChunk = 16;
+constexpr int64_t kMaxRows = 4;  // input rows handled per pass over the codes
+
+struct Args {
+  const uint8_t* codes;
+  const void* scales;
+  int64_t scale_kind;
+  int64_t group;
+  const float* pairs;
+  const float* lev;
+  const float* cosv;
+  const float* sinv;
+  int64_t phase_bits;
+  const float* x;
+  int64_t rows;  // M
+  int64_t c;
+  float* y;
+  int64_t m;
+};
+
+inline float scale_at(const Args& a, int64_t i) {
+  if (a.scale_kind == 1) return static_cast<float>(static_cast<const c10::Half*>(a.scales)[i]);
+  if (a.scale_kind == 2) return static_cast<float>(static_cast<const c10::BFloat16*>(a.scales)[i]);
+  return static_cast<const float*>(a.scales)[i];
+}
+
+// The group index and offset of the first coefficient of row o, advanced chunk by chunk.
+struct GroupCursor {
+  int64_t index, offset, group;
+  GroupCursor(int64_t flat, int64_t group) : index(flat / group), offset(flat % group), group(group) {}
+  inline void advance() {
+    offset += kChunk;
+    if (offset == group) {
+      offset = 0;
+      ++index;
+    }
+  }
+};
+
+void portable_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0, int64_t nb) {
+  for (int64_t o = o0; o < o1; ++o) {
+    const uint8_t* code = a.codes + o * a.c;
+    float acc[kMaxRows] = {0.f, 0.f, 0.f, 0.f};
+    GroupCursor cur(o * a.c, a.group);
+    for (int64_t k0 = 0; k0 < a.c; k0 += kChunk) {
+      float part[kMaxRows] = {0.f, 0.f, 0.f, 0.f};
+      for (int64_t k = k0; k < k0 + kChunk; ++k) {
+        const float* t = a.pairs + 2 * code[k];
+        for (int64_t b = 0; b < nb; ++b) {
+          const float* x = a.x + (b0 + b) * 2 * a.c + 2 * k;
+          part[b] += t[0] * x[0] + t[1] * x[1];
+        }
+      }
+      const float s = scale_at(a, cur.index);
+      for (int64_t b = 0; b < nb; ++b) acc[b] += s * part[b];
+      cur.advance();
+    }
+    for (int64_t b = 0; b < nb; ++b) a.y[(b0 + b) * a.m + o] = acc[b];
+  }
+}
+
+// Gathers one (Re, Im) pair per code as a 64-bit word: the pairs come out interleaved like x.
+__attribute__((target("avx2,fma"))) void avx2_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0, int64_t nb) {
+  const double* table = reinterpret_cast<const double*>(a.pairs);
+  for (int64_t o = o0; o < o1; ++o) {
+    const uint8_t* code = a.codes + o * a.c;
+    __m256 acc[kMaxRows];
+    for (int64_t b = 0; b < kMaxRows; ++b) acc[b] = _mm256_setzero_ps();
+    GroupCursor cur(o * a.c, a.group);
+    for (int64_t k = 0; k < a.c; k += kChunk) {
+      const __m256 s = _mm256_set1_ps(scale_at(a, cur.index));
+      for (int64_t h = 0; h < kChunk; h += 4) {
+        const __m128i idx = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(*reinterpret_cast<const int32_t*>(code + k + h)));
+        const __m256 t = _mm256_mul_ps(_mm256_castpd_ps(_mm256_i32gather_pd(table, idx, 8)), s);
+        for (int64_t b = 0; b < nb; ++b) {
+          acc[b] = _mm256_fmadd_ps(t, _mm256_loadu_ps(a.x + (b0 + b) * 2 * a.c + 2 * (k + h)), acc[b]);
+        }
+      }
+      cur.advance();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+      __m128 v = _mm_add_ps(_mm256_castps256_ps128(acc[b]), _mm256_extractf128_ps(acc[b], 1));
+      v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+      v = _mm_add_ss(v, _mm_movehdup_ps(v));
+      a.y[(b0 + b) * a.m + o] = _mm_cvtss_f32(v);
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) void avx512_gather_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0,
+                                                             int64_t nb) {
+  const double* table = reinterpret_cast<const double*>(a.pairs);
+  for (int64_t o = o0; o < o1; ++o) {
+    const uint8_t* code = a.codes + o * a.c;
+    __m512 acc[kMaxRows];
+    for (int64_t b = 0; b < kMaxRows; ++b) acc[b] = _mm512_setzero_ps();
+    GroupCursor cur(o * a.c, a.group);
+    for (int64_t k = 0; k < a.c; k += kChunk) {
+      const __m512 s = _mm512_set1_ps(scale_at(a, cur.index));
+      const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(code + k));
+      const __m512 lo = _mm512_mul_ps(_mm512_castpd_ps(_mm512_i32gather_pd(_mm256_cvtepu8_epi32(q), table, 8)), s);
+      const __m512 hi = _mm512_mul_ps(
+          _mm512_castpd_ps(_mm512_i32gather_pd(_mm256_cvtepu8_epi32(_mm_srli_si128(q, 8)), table, 8)), s);
+      for (int64_t b = 0; b < nb; ++b) {
+        const float* x = a.x + (b0 + b) * 2 * a.c + 2 * k;
+        acc[b] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x), acc[b]);
+        acc[b] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), acc[b]);
+      }
+      cur.advance();
+    }
+    for (int64_t b = 0; b < nb; ++b) a.y[(b0 + b) * a.m + o] = _mm512_reduce_add_ps(acc[b]);
+  }
+}
+
+// Polar tables: level and phasor looked up with in-register permutes (no memory gathers), then interleaved.
+__attribute__((target("avx512f"))) void avx512_polar_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0,
+                                                            int64_t nb) {
+  const __m512 lev0 = _mm512_loadu_ps(a.lev), lev1 = _mm512_loadu_ps(a.lev + 16);
+  const __m512 cos0 = _mm512_loadu_ps(a.cosv), cos1 = _mm512_loadu_ps(a.cosv + 16);
+  const __m512 sin0 = _mm512_loadu_ps(a.sinv), sin1 = _mm512_loadu_ps(a.sinv + 16);
+  const __m512i phase_mask = _mm512_set1_epi32((1 << a.phase_bits) - 1);
+  const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(a.phase_bits));
+  // (re0, im0, re1, im1, ...) of lanes 0-7 and of lanes 8-15 (index >= 16 selects from the second operand)
+  const __m512i take_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i take_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  for (int64_t o = o0; o < o1; ++o) {
+    const uint8_t* code = a.codes + o * a.c;
+    __m512 acc[kMaxRows];
+    for (int64_t b = 0; b < kMaxRows; ++b) acc[b] = _mm512_setzero_ps();
+    GroupCursor cur(o * a.c, a.group);
+    for (int64_t k = 0; k < a.c; k += kChunk) {
+      const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code + k)));
+      const __m512i phase = _mm512_and_si512(q, phase_mask);
+      const __m512i amp = _mm512_srl_epi32(q, shift);
+      const __m512 level = _mm512_mul_ps(_mm512_permutex2var_ps(lev0, amp, lev1), _mm512_set1_ps(scale_at(a, cur.index)));
+      const __m512 re = _mm512_mul_ps(level, _mm512_permutex2var_ps(cos0, phase, cos1));
+      const __m512 im = _mm512_mul_ps(level, _mm512_permutex2var_ps(sin0, phase, sin1));
+      const __m512 lo = _mm512_permutex2var_ps(re, take_lo, im);
+      const __m512 hi = _mm512_permutex2var_ps(re, take_hi, im);
+      for (int64_t b = 0; b < nb; ++b) {
+        const float* x = a.x + (b0 + b) * 2 * a.c + 2 * k;
+        acc[b] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x), acc[b]);
+        acc[b] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), acc[b]);
+      }
+      cur.advance();
+    }
+    for (int64_t b = 0; b < nb; ++b) a.y[(b0 + b) * a.m + o] = _mm512_reduce_add_ps(acc[b]);
+  }
+}
+
+using RowsFn = void (*)(const Args&, int64_t, int64_t, int64_t, int64_t);
+
+bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool has_avx512() { return __builtin_cpu_supports("avx512f"); }
+
+// Variant -> row function, or nullptr if this CPU (or this table) cannot run it.
+RowsFn pick(int64_t variant, bool polar) {
+  if (variant == 0) {
+    if (has_avx512()) return polar ? avx512_polar_rows : avx512_gather_rows;
+    if (has_avx2()) return avx2_rows;
+    return portable_rows;
+  }
+  switch (variant) {
+    case 1: return portable_rows;
+    case 2: return has_avx2() ? avx2_rows : nullptr;
+    case 3: return has_avx512() ? avx512_gather_rows : nullptr;
+    case 4: return has_avx512() && polar ? avx512_polar_rows : nullptr;
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+// The variant `variant` = 0 would run on this CPU (1..4), for tests and benchmarks.
+extern "C" int64_t llava_fa_lut_variant(int64_t polar) {
+  if (has_avx512()) return polar ? 4 : 3;
+  return has_avx2() ? 2 : 1;
+}
+
+// Returns 0 on success, 1 if the variant cannot run here, 2 if the shapes are not supported.
+extern "C" int64_t llava_fa_lut_gemv(const uint8_t* codes, const void* scales, int64_t scale_kind, int64_t group,
+                                     const float* pairs, const float* lev, const float* cosv, const float* sinv,
+                                     int64_t phase_bits, const float* x, int64_t rows, int64_t c, float* y, int64_t m,
+                                     int64_t variant) {
+  if (c % kChunk != 0 || group % kChunk != 0 || group <= 0 || rows < 0 || m < 0) return 2;
+  if (scale_kind < 0 || scale_kind > 2) return 2;
+  const bool polar = lev != nullptr;
+  if (polar && (phase_bits < 3 || phase_bits > 5 || 8 - phase_bits > 5)) return 2;
+  if (pairs == nullptr) return 2;
+  RowsFn fn = pick(variant, polar);
+  if (fn == nullptr) return 1;
+  if (!polar && fn == avx512_polar_rows) return 1;
+  Args a{codes, scales, scale_kind, group, pairs, lev, cosv, sinv, phase_bits, x, rows, c, y, m};
+  const int64_t grain = 16;
+  at::parallel_for(0, m, grain, [&](int64_t o0, int64_t o1) {
+    for (int64_t b0 = 0; b0 < rows; b0 += kMaxRows) {
+      const int64_t nb = rows - b0 < kMaxRows ? rows - b0 : kMaxRows;
+      fn(a, o0, o1, b0, nb);
+    }
+  });
+  return 0;
+}

@@ -1,0 +1,150 @@
+"""llava_fa.kernels.cpu_lut: the C++ CPU LUT kernel (every variant this CPU runs) against the reference
+dequantisation, its routing inside fourier_linear_forward, and its fallback when it is switched off."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from llava_fa.fourier import fourier_approximate
+from llava_fa.fourier.polar_quant import uniform_levels
+from llava_fa.kernels import cpu_lut, fourier_linear_forward
+from llava_fa.kernels.spectral import dequantized_rows, spectral_codes
+from llava_fa.quantization import FourierLinear
+
+pytestmark = pytest.mark.skipif(cpu_lut.kernel() is None, reason="the CPU LUT kernel could not be built here")
+
+
+def _layer(m, n, bits=(3, 5), group=32, codebook="lloyd", rank=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    approx = fourier_approximate(torch.randn(m, n, generator=g), rank=rank, amplitude_bits=bits[0],
+                                 phase_bits=bits[1], group_size=group, codebook=codebook)
+    return FourierLinear.from_approximation(approx, bias=torch.randn(m, generator=g))
+
+
+def _levels(layer):
+    """The polar amplitude levels the kernel gets (uniform layers store none)."""
+    levels = getattr(layer, "levels", None)
+    return levels if levels is not None else uniform_levels(layer.amplitude_bits)
+
+
+def _runnable_variants(polar: bool) -> list[str]:
+    out = []
+    for name in cpu_lut.VARIANTS:
+        if name == "avx512_polar" and not polar:
+            continue
+        try:
+            layer = _layer(4, 32, group=16, rank=0)
+            spec = spectral_codes(layer)
+            xp = torch.randn(1, 32)
+            tables = cpu_lut.cpu_tables(spec.table, _levels(layer) if polar else None, layer.phase_bits)
+            cpu_lut.lut_matmul(xp, spec.codes, spec.scales, tables, layer.phase_bits, spec.group_len, 4, variant=name)
+        except RuntimeError:
+            continue
+        out.append(name)
+    return out
+
+
+@pytest.mark.parametrize("bits,codebook", [((3, 5), "lloyd"), ((4, 4), "lloyd"), ((5, 3), "uniform"),
+                                           ((3, 5), "vq")], ids=["lloyd35", "lloyd44", "uniform53", "vq"])
+@pytest.mark.parametrize("rows", [1, 3, 4, 7, 16])
+def test_every_variant_matches_the_reference_product(bits, codebook, rows):
+    # n_cols = 48, group 32: groups straddle rows; 37 output rows: uneven split over threads
+    layer = _layer(37, 96, bits=bits, codebook=codebook)
+    spec = spectral_codes(layer)
+    xp = torch.randn(rows, 2 * spec.n_cols, dtype=torch.float64).float()
+    expected = xp.double() @ dequantized_rows(spec, 0, spec.out_features).double().T
+    polar = codebook != "vq"
+    variants = _runnable_variants(polar)
+    assert "portable" in variants and "auto" in variants
+    tables = cpu_lut.cpu_tables(spec.table, _levels(layer) if polar else None, layer.phase_bits)
+    assert ("lev" in tables) == polar
+    for name in variants:
+        out = cpu_lut.lut_matmul(xp, spec.codes, spec.scales, tables, layer.phase_bits, spec.group_len,
+                                 spec.out_features, variant=name)
+        assert out.shape == (rows, 37) and out.dtype == torch.float32
+        err = float((out.double() - expected).norm() / expected.norm())
+        assert err < 1e-6, (name, err)
+    # float32 / bfloat16 scales are read as stored (float16 above)
+    for dtype in (torch.float32, torch.bfloat16):
+        other = dataclasses.replace(spec, scales=spec.scales.to(dtype))
+        ref = xp.double() @ dequantized_rows(other, 0, 37).double().T
+        out = cpu_lut.lut_matmul(xp, other.codes, other.scales, tables, layer.phase_bits, spec.group_len, 37)
+        assert float((out.double() - ref).norm() / ref.norm()) < 1e-6, dtype
+
+
+def test_layer_forward_routes_through_the_kernel(monkeypatch):
+    layer = _layer(40, 128, group=64)
+    x = torch.randn(2, 3, 128)
+    with torch.no_grad():
+        expected = torch.nn.functional.linear(x, layer.dense_weight(), layer.bias)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("small CPU batches must use the LUT kernel, not the chunked torch path")
+
+    monkeypatch.setattr("llava_fa.kernels.spectral_ops.quantized_matmul", forbidden)
+    with torch.no_grad():
+        y = fourier_linear_forward(layer, x)
+        y16 = fourier_linear_forward(layer, x.bfloat16())
+    assert y.shape == (2, 3, 40)
+    assert float((y - expected).norm() / expected.norm()) < 1e-5
+    assert y16.dtype == torch.bfloat16 and float((y16.float() - expected).norm() / expected.norm()) < 2e-2
+
+
+def test_large_batches_and_unaligned_shapes_use_the_torch_path():
+    aligned = _layer(8, 64, group=32)
+    odd = _layer(8, 40, group=32)  # n_cols = 20: not a multiple of 16
+    x = torch.randn(cpu_lut.MAX_ROWS + 1, 64)
+    assert cpu_lut.supported(x[:1], 8, 32, 32)
+    assert not cpu_lut.supported(x, 8, 32, 32)
+    assert not cpu_lut.supported(x[:1], 5, 32, 32)
+    assert not cpu_lut.supported(x[:1], 8, 20, 32)
+    assert not cpu_lut.supported(x[:0], 8, 32, 32)
+    for layer, inp in ((aligned, x), (odd, torch.randn(2, 40))):
+        with torch.no_grad():
+            expected = torch.nn.functional.linear(inp, layer.dense_weight(), layer.bias)
+            got = fourier_linear_forward(layer, inp)
+        assert float((got - expected).norm() / expected.norm()) < 1e-5
+
+
+def test_bad_arguments_raise_clear_errors():
+    layer = _layer(8, 64, group=32)
+    spec = spectral_codes(layer)
+    xp = torch.randn(1, 64)
+    polar = cpu_lut.cpu_tables(spec.table, layer.levels, 5)
+    generic = cpu_lut.cpu_tables(spec.table, None, 5)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        cpu_lut.lut_matmul(xp, spec.codes, spec.scales, polar, 5, 32, 8, variant="sse9")
+    with pytest.raises(ValueError, match="uint8 codes"):
+        cpu_lut.lut_matmul(xp, spec.codes.int(), spec.scales, polar, 5, 32, 8)
+    with pytest.raises(ValueError, match="scales must be"):
+        cpu_lut.lut_matmul(xp, spec.codes, spec.scales.double(), polar, 5, 32, 8)
+    with pytest.raises(RuntimeError, match="multiples of 16"):
+        cpu_lut.lut_matmul(xp, spec.codes, spec.scales, polar, 5, 24, 8)
+    if "avx512_polar" in _runnable_variants(True):
+        with pytest.raises(RuntimeError, match="non-polar table"):
+            cpu_lut.lut_matmul(xp, spec.codes, spec.scales, generic, 5, 32, 8, variant="avx512_polar")
+
+
+def test_switched_off_kernel_falls_back_to_the_torch_path():
+    code = (
+        "import torch\n"
+        "from llava_fa.kernels import cpu_lut, fourier_linear_forward\n"
+        "from llava_fa.fourier import fourier_approximate\n"
+        "from llava_fa.quantization import FourierLinear\n"
+        "layer = FourierLinear.from_approximation(fourier_approximate(torch.randn(8, 64), rank=0, group_size=32))\n"
+        "x = torch.randn(1, 64)\n"
+        "y = fourier_linear_forward(layer, x)\n"
+        "ref = torch.nn.functional.linear(x, layer.dense_weight())\n"
+        "assert cpu_lut.kernel() is None\n"
+        "print(float((y - ref).norm() / ref.norm()))\n"
+    )
+    env = {**os.environ, cpu_lut.ENV_SWITCH: "0", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
