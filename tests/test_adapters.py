@@ -270,18 +270,20 @@ def test_dtype_cast_keeps_adapter_factors_float32(folder, inputs):
     assert (logits - expected).abs().max() < 0.1 * expected.abs().max()
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_bf16_autocast_training_step(folder, inputs):
-    peft_model = get_fourier_peft_model(load_compressed(folder)).cuda().train()
-    batch = {k: v.cuda() for k, v in inputs.items()}
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_bf16_autocast_training_step(folder, inputs, device):
+    peft_model = get_fourier_peft_model(load_compressed(folder)).to(device).train()
+    batch = {k: v.to(device) for k, v in inputs.items()}
+    with torch.autocast(device, dtype=torch.bfloat16):
         loss = peft_model(**batch, labels=batch["input_ids"]).loss
+    assert torch.isfinite(loss)
     loss.backward()
-    grads = [p.grad for n, p in peft_model.named_parameters() if p.requires_grad]
-    assert grads and all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    grads = {n: p.grad for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert grads and all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads.values())
+    assert any(".fourier_l" in n and g.abs().sum() > 0 for n, g in grads.items())  # the adapters really get gradients
     with torch.no_grad():
-        reference = load_compressed(folder).cuda()(**batch).logits
+        reference = load_compressed(folder).to(device)(**batch).logits
         assert torch.equal(peft_model.eval()(**batch).logits, reference)
 
 

@@ -95,6 +95,23 @@ def test_plain_trainer_trains_peft_model(folder, tmp_path):
     assert all(not torch.equal(after[n], v) for n, v in adapters.items())
 
 
+def test_trainer_bf16_mixed_precision_on_cpu(folder, tmp_path):
+    """`bf16=True` (what users set on GPUs) runs the forward under CPU autocast here: factors stay float32 and
+    train, codes stay bit-identical."""
+    model = load_compressed(folder)
+    before = frozen_state(model)
+    peft_model = get_fourier_peft_model(model)
+    adapters = _snapshot(peft_model, lambda n, p: p.requires_grad)
+    trainer = Trainer(model=peft_model, args=_args(tmp_path, 3, bf16=True), train_dataset=_dataset(model))
+    assert trainer.accelerator.mixed_precision == "bf16"
+    trainer.train()
+    losses = _losses(trainer)
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    check_frozen_unchanged(before, peft_model)
+    after = dict(peft_model.named_parameters())
+    assert all(after[n].dtype == torch.float32 and not torch.equal(after[n], v) for n, v in adapters.items())
+
+
 def test_frozen_check_detects_a_changed_code(folder):
     model = load_compressed(folder)
     before = frozen_state(model)
