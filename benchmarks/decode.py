@@ -224,18 +224,6 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def time_cpu(fn, x: torch.Tensor, reps: int) -> float:
-    """Median microseconds of ``fn(x)`` on the CPU after two warm-up calls."""
-    for _ in range(2):
-        fn(x)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append((time.perf_counter() - t0) * 1e6)
-    return statistics.median(times)
-
-
 def run_cuda(shapes: dict, batches, reps: int) -> list[dict]:
     rows = []
     flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
@@ -283,6 +271,32 @@ def run_cuda(shapes: dict, batches, reps: int) -> list[dict]:
     return rows
 
 
+def time_cpu_round_robin(methods: dict, reps: int) -> dict[str, float]:
+    """Median microseconds per call of each ``fn(x)`` in ``methods`` (name -> (fn, x)), timed in turn within
+    every repetition so that a shared machine's changing load hits all methods alike (two warm-up calls each)."""
+    for fn, x in methods.values():
+        fn(x)
+        fn(x)
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(reps):
+        for name, (fn, x) in methods.items():
+            t0 = time.perf_counter()
+            fn(x)
+            times[name].append((time.perf_counter() - t0) * 1e6)
+    return {name: round(statistics.median(values), 1) for name, values in times.items()}
+
+
+def _without_cpu_kernel(layer):
+    """``fourier_linear_forward`` with the C++ LUT kernel switched off (the chunked torch path it replaces)."""
+    def call(t):
+        routed, cpu_lut.MAX_ROWS = cpu_lut.MAX_ROWS, 0
+        try:
+            return fourier_linear_forward(layer, t)
+        finally:
+            cpu_lut.MAX_ROWS = routed
+    return call
+
+
 def run_cpu(shapes: dict, batches, reps: int) -> list[dict]:
     rows = []
     for label, (m, n) in shapes.items():
@@ -291,22 +305,18 @@ def run_cpu(shapes: dict, batches, reps: int) -> list[dict]:
         w16 = w32.bfloat16()
         for batch in batches:
             x = torch.randn(batch, n)
+            xb = x.bfloat16()
             row = dict(layer=label, out=m, inp=n, batch=batch, threads=torch.get_num_threads(),
                        load_avg_1min=round(os.getloadavg()[0], 2))
+            methods = {"dense_fp32": (lambda t, w=w32: F.linear(t, w), x),
+                       "dense_bf16": (lambda t, w=w16: F.linear(t, w), xb),
+                       "ours_fp32": (lambda t, lay=layer: fourier_linear_forward(lay, t), x),
+                       "ours_bf16": (lambda t, lay=layer: fourier_linear_forward(lay, t), xb)}
+            if 0 < batch <= cpu_lut.MAX_ROWS and cpu_lut.kernel() is not None:
+                methods["torch_path_fp32"] = (_without_cpu_kernel(layer), x)
             with torch.no_grad():
                 row["ours_err"] = rel_err(fourier_linear_forward(layer, x), x @ w32.T)
-                row["dense_fp32_us"] = round(time_cpu(lambda t, w=w32: F.linear(t, w), x, reps), 1)
-                xb = x.bfloat16()
-                row["dense_bf16_us"] = round(time_cpu(lambda t, w=w16: F.linear(t, w), xb, reps), 1)
-                row["ours_fp32_us"] = round(time_cpu(lambda t, lay=layer: fourier_linear_forward(lay, t), x, reps), 1)
-                row["ours_bf16_us"] = round(time_cpu(lambda t, lay=layer: fourier_linear_forward(lay, t), xb, reps), 1)
-                if 0 < batch <= cpu_lut.MAX_ROWS and cpu_lut.kernel() is not None:  # the chunked torch path it replaces
-                    routed, cpu_lut.MAX_ROWS = cpu_lut.MAX_ROWS, 0
-                    try:
-                        row["torch_path_fp32_us"] = round(
-                            time_cpu(lambda t, lay=layer: fourier_linear_forward(lay, t), x, reps), 1)
-                    finally:
-                        cpu_lut.MAX_ROWS = routed
+                row.update({f"{k}_us": v for k, v in time_cpu_round_robin(methods, reps).items()})
             row["ours_vs_fp32"] = round(row["ours_fp32_us"] / row["dense_fp32_us"], 2)
             row["ours_vs_bf16"] = round(row["ours_bf16_us"] / row["dense_bf16_us"], 2)
             rows.append(row)
@@ -347,7 +357,7 @@ def markdown(device: str, rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default: 50 cuda, 5 cpu)")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions (default: 50 cuda, 15 cpu)")
     parser.add_argument("--batches", type=int, nargs="*", default=None)
     parser.add_argument("--shapes", nargs="*", default=None, help=f"subset of {list(SHAPES)}")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -377,7 +387,7 @@ def main() -> None:
             extra["compile_check"] = compile_check()
             print("compile check", json.dumps(extra["compile_check"]), flush=True)
     else:
-        rows = run_cpu(shapes, args.batches or CPU_BATCHES, args.reps or 5)
+        rows = run_cpu(shapes, args.batches or CPU_BATCHES, args.reps or 15)
         device = "cpu"
         extra["cpu_kernel_variant"] = cpu_lut.default_variant(True) if cpu_lut.kernel() is not None else None
         extra["cpu_model"] = cpu_model()
