@@ -17,6 +17,11 @@ rebuild ``W = W' diag(1/d)``, so error lands where inputs are small (the
 activation-aware scaling of AWQ). This is the default calibration collected by
 ``llava_fa.calibrate``.
 
+The full input second moment ``E[x x^T]`` (``(n, n)``, collected with ``second_moment=True``) is
+not a weight of this objective: it feeds error-feedback rounding
+(``CompressionSettings.error_feedback``, :mod:`.error_feedback`), which minimises the output error
+``tr(E Sigma E^T)`` itself.
+
 This module holds all of calibration: the weights (:class:`Calibration`), collecting per-Linear
 statistics with forward/backward hooks (:func:`collect_statistics`, :func:`calibrate`), the file
 format (one safetensors file, ``{module}.channel`` / ``.power`` / ``.fisher`` float32 vectors and
