@@ -1,12 +1,13 @@
 """Where host memory goes during a CPU quantize-on-load (random weights, real Qwen2.5 shapes).
 
-    python benchmarks/host_memory.py --preset qwen2.5-0.5b            # as the library runs
-    python benchmarks/host_memory.py --preset qwen2.5-0.5b --no-trim  # without returning freed heap to the OS
+    python benchmarks/host_memory.py --preset qwen2.5-0.5b                  # as the library runs
+    python benchmarks/host_memory.py --preset qwen2.5-0.5b --release trim   # freed heap back, checkpoint pages kept
+    python benchmarks/host_memory.py --preset qwen2.5-0.5b --release none   # neither handed back
 
 Writes a dense checkpoint to a temp dir, then in a child process (so the numbers cover loading only)
 samples RSS every 50 ms while `from_pretrained(..., quantization_config=FourierApproxConfig())` runs and
 reads `/proc/self/status` after loading (anonymous vs file-backed pages) and again after `gc` +
-`malloc_trim(0)`. Writes benchmarks/results/host_memory_<preset>[_notrim].json.
+`malloc_trim(0)`. Writes benchmarks/results/host_memory_<preset>[_trimonly|_notrim].json.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from results_io import RESULTS, write_atomic  # noqa: E402
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from llava_fa.modeling.configuration_llava_fa import QWEN25_TEXT  # noqa: E402
-from llava_fa.quantization import FourierApproxConfig, fourier_integration  # noqa: E402
+from llava_fa.quantization import FourierApproxConfig, fourier_integration, host_memory  # noqa: E402
 
 MIB = 2**20
 
@@ -45,10 +46,12 @@ def status_mib() -> dict[str, int]:
     return out
 
 
-def measure(folder: str, no_trim: bool) -> dict:
+def measure(folder: str, release: str) -> dict:
     """Load + compress `folder`; peak RSS by sampling, and the status before/after releasing freed heap."""
-    if no_trim:
+    if release == "none":
         fourier_integration.release_freed_host_memory = lambda: None
+    elif release == "trim":
+        fourier_integration.release_freed_host_memory = host_memory.release_freed_heap
     samples: list[int] = []
     done = threading.Event()
 
@@ -78,11 +81,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="qwen2.5-0.5b", choices=sorted(QWEN25_TEXT))
     parser.add_argument("--layers", type=int, default=None, help="keep only this many decoder layers")
-    parser.add_argument("--no-trim", action="store_true", help="do not hand freed heap back after each matrix")
+    parser.add_argument("--release", default="all", choices=["all", "trim", "none"],
+                        help="what is handed back after each module: freed heap and checkpoint pages (the library), "
+                             "freed heap only, nothing")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.no_trim)))
+        print(json.dumps(measure(args.child, args.release)))
         return
     fields = dict(QWEN25_TEXT[args.preset])
     if args.layers:
@@ -92,13 +97,14 @@ def main() -> None:
         dense.save_pretrained(folder)
         checkpoint_mib = sum(p.numel() * 2 for p in dense.parameters()) / MIB
         del dense
-        cmd = [sys.executable, __file__, "--child", folder] + (["--no-trim"] if args.no_trim else [])
+        cmd = [sys.executable, __file__, "--child", folder, "--release", args.release]
         child = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    result = {"preset": args.preset, "layers": fields["num_hidden_layers"], "trim": not args.no_trim,
+    result = {"preset": args.preset, "layers": fields["num_hidden_layers"], "release": args.release,
               "checkpoint_bf16_mib": checkpoint_mib, **child,
               "peak_over_checkpoint": child["peak_rss_mib"] / checkpoint_mib}
     suffix = f"_L{args.layers}" if args.layers else ""
-    path = RESULTS / f"host_memory_{args.preset}{suffix}{'_notrim' if args.no_trim else ''}.json"
+    tag = {"all": "", "trim": "_trimonly", "none": "_notrim"}[args.release]
+    path = RESULTS / f"host_memory_{args.preset}{suffix}{tag}.json"
     write_atomic(path, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
     print(f"wrote {path}")

@@ -13,8 +13,6 @@ This file is shipped as Hub remote code (flat imports only).
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import time
 from typing import Any, Optional
 
@@ -30,6 +28,7 @@ from ..fourier.settings import CompressionSettings
 from ..fourier.transform import spectrum_columns
 from .fourier_config import FourierApproxConfig, dtype_from_name
 from .fourier_linear import FourierLinear, is_fourier_linear
+from .host_memory import release_freed_host_memory
 
 logger = logging.get_logger(__name__)
 
@@ -148,26 +147,6 @@ class FourierQuantize(ConversionOps):
         if progress is not None:
             progress.update(1)
         return {f"{module_name}.{name}": t for name, t in tensors.items()}
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Optional[Any]:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-
-
-def release_freed_host_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc `malloc_trim(0)`; a no-op elsewhere).
-
-    Each CPU compression allocates float32/complex temporaries several times the matrix; glibc keeps
-    such freed blocks in the arenas of the loader's threads, so without this the process's RSS grows
-    to several times the checkpoint although the live data is only the compressed model.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def open_calibration(config: FourierApproxConfig, convert: dict[str, CompressionSettings]) -> Optional[CalibrationFile]:
