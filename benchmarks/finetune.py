@@ -81,23 +81,28 @@ class TaskSize:
     compress_iters: int = 5
     ci_bits_only: bool = False
     seed: int = 0
+    #: epochs of supervised vision-tower pretraining (0: none), see `pretrain_vision_tower`
+    vision_pretrain_epochs: int = 0
+    vision_pretrain_lr: float = 1e-3
+    #: parts fully trained in stage 2 (with the projector); the vision tower stays frozen unless listed
+    stage2_parts: tuple[str, ...] = ("language_model", "vision_tower")
 
 
 SIZES: dict[str, TaskSize] = {
     "full": TaskSize(n_train=2000, n_val=200, n_test=400, image_size=64, patch_size=16, vision_hidden=64,
-                     vision_layers=1, vision_feature_layer=-2, text_hidden=128, text_layers=2, stage1_steps=30,
-                     stage2_epochs=10.0,
-                     stage2_lr=1e-3, batch_size=32, rank=4, recovery_steps=100, recovery_lrs=(1e-4, 1e-3)),
+                     vision_layers=2, vision_feature_layer=-2, text_hidden=128, text_layers=2, stage1_steps=30,
+                     stage2_epochs=10.0, stage2_lr=1e-3, batch_size=32, rank=4, recovery_steps=100,
+                     recovery_lrs=(1e-4, 1e-3), vision_pretrain_epochs=20, stage2_parts=("language_model",)),
     "ci": TaskSize(n_train=48, n_val=16, n_test=16, image_size=32, patch_size=16, vision_hidden=32,
-                   vision_layers=1, vision_feature_layer=-1, text_hidden=64, text_layers=1, stage1_steps=2, stage2_epochs=1.0,
-                   stage2_lr=1e-3, batch_size=16, rank=2, recovery_steps=2, recovery_lrs=(1e-3,), eval_batch=16,
-                   compress_iters=1, ci_bits_only=True),
+                   vision_layers=1, vision_feature_layer=-1, text_hidden=64, text_layers=1, stage1_steps=2,
+                   stage2_epochs=1.0, stage2_lr=1e-3, batch_size=16, rank=2, recovery_steps=2, recovery_lrs=(1e-3,),
+                   eval_batch=16, compress_iters=1, ci_bits_only=True, vision_pretrain_epochs=1),
 }
 
 #: The bit settings compared: ours (PolarQuant bits per complex coefficient) vs RTN at about the same bits.
 BIT_SETTINGS: list[dict[str, Any]] = [
     {"tag": "fourier", "amplitude_bits": 3, "phase_bits": 5, "rtn_bits": 4, "rtn_group": 128, "with_rank0": True},
-    {"tag": "fourier2", "amplitude_bits": 2, "phase_bits": 3, "rtn_bits": 2, "rtn_group": 64, "with_rank0": False},
+    {"tag": "fourier2", "amplitude_bits": 2, "phase_bits": 3, "rtn_bits": 2, "rtn_group": 64, "with_rank0": True},
 ]
 
 
@@ -181,6 +186,77 @@ def build_task_model(size: TaskSize, tokenizer: Any) -> tuple[nn.Module, Any]:
     return model, processor
 
 
+def _pixel_values(processor: Any, split: Any) -> torch.Tensor:
+    """(N, 3, H, W) float32 pixel values of the first image of each record of `split` (the model's preprocessing)."""
+    from PIL import Image
+
+    images = []
+    for paths in split["images"]:
+        with Image.open(paths[0]) as image:
+            images.append(image.convert("RGB"))
+    return processor.image_processor(images, return_tensors="pt")["pixel_values"].float()
+
+
+def pretrain_vision_tower(model: nn.Module, processor: Any, train: Any, train_attributes: dict[str, list[str]],
+                          val: Any, val_attributes: dict[str, list[str]], *, epochs: int, learning_rate: float,
+                          batch_size: int, seed: int) -> dict[str, Any]:
+    """Supervised pretraining of the vision tower on what the training images show (LLaVA starts from a
+    pretrained CLIP; here a tower from scratch learns the images' attributes first).
+
+    One linear head per attribute (``train_attributes``: attribute -> label per record, e.g.
+    `image_attributes(...)`) reads the mean over the patch tokens of the hidden state the projector
+    sees (``config.vision_feature_layer``, CLS dropped); cross-entropy summed over the attributes,
+    AdamW (`learning_rate`, no weight decay), `epochs` passes in `batch_size` batches (seeded). Trains
+    the vision tower's parameters in place (the heads are discarded) and leaves it in eval mode.
+
+    Returns ``{"epochs", "seconds", "final_loss", "train_accuracy", "validation_accuracy"}`` (accuracy
+    per attribute of the heads, measured after training).
+    """
+    layer = model.config.vision_feature_layer
+    if not isinstance(layer, int):
+        raise ValueError(f"pretrain_vision_tower needs one vision_feature_layer, got {layer!r}.")
+    tower = model.model.vision_tower
+    classes = {k: sorted(set(v) | set(val_attributes[k])) for k, v in train_attributes.items()}
+
+    def labels(attributes: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+        return {k: torch.tensor([classes[k].index(a) for a in attributes[k]]) for k in classes}
+
+    def features(pixels: torch.Tensor) -> torch.Tensor:
+        return tower(pixel_values=pixels, output_hidden_states=True).hidden_states[layer][:, 1:].mean(1)
+
+    x, y = _pixel_values(processor, train), labels(train_attributes)
+    x_val, y_val = _pixel_values(processor, val), labels(val_attributes)
+    torch.manual_seed(seed)
+    heads = nn.ModuleDict({k: nn.Linear(model.config.vision_config.hidden_size, len(c)) for k, c in classes.items()})
+    for p in tower.parameters():
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW([*tower.parameters(), *heads.parameters()], lr=learning_rate, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    start, loss = time.perf_counter(), torch.tensor(float("nan"))
+    tower.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(x), batch_size):
+            idx = order[i:i + batch_size]
+            h = features(x[idx])
+            loss = sum(nn.functional.cross_entropy(heads[k](h), y[k][idx]) for k in heads)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    seconds = time.perf_counter() - start
+    tower.eval()
+    for p in tower.parameters():
+        p.requires_grad_(False)
+
+    @torch.no_grad()
+    def accuracy(pixels: torch.Tensor, target: dict[str, torch.Tensor]) -> dict[str, float]:
+        h = torch.cat([features(pixels[i:i + 256]) for i in range(0, len(pixels), 256)])
+        return {k: float((heads[k](h).argmax(-1) == target[k]).float().mean()) for k in heads}
+
+    return {"epochs": epochs, "seconds": seconds, "final_loss": float(loss.detach()), "train_accuracy": accuracy(x, y),
+            "validation_accuracy": accuracy(x_val, y_val)}
+
+
 # ------------------------------------------------------------------------------------------- baseline
 def fourier_modules(model: nn.Module) -> dict[str, nn.Module]:
     """``{name: FourierLinear}`` of a compressed model (peft wrappers stripped from the names)."""
@@ -203,6 +279,28 @@ def rtn_fake_quantize_(model: nn.Module, names: list[str], bits: int = RTN_BITS,
             w_hat, _ = rtn(linear.weight.detach(), bits=bits, group=group)
             linear.weight.copy_(w_hat.to(linear.weight.dtype))
     return bits + 32 / group
+
+
+def counted_modules(model: nn.Module) -> list[str]:
+    """Names of the compressed modules that run: every FourierLinear but those of the vision layers after
+    ``vision_feature_layer`` (and ``post_layernorm``), whose output LLaVA never reads.
+
+    Bits per weight, adapters and LoRA of both methods are counted over these same modules.
+    """
+    from llava_fa.adapters.registration import under_any, unused_vision_modules
+
+    unused = unused_vision_modules(model)
+    return sorted(name for name in fourier_modules(model) if not under_any(name, unused))
+
+
+def bits_per_weight_over(report: Any, names: list[str]) -> float:
+    """Weighted mean bits per weight (codes, scales, levels, channel scale, factors as saved) of `report`'s
+    modules `names` (a `compression_report`)."""
+    chosen = [m for m in report.modules if m.name in set(names)]
+    if len(chosen) != len(set(names)):
+        raise ValueError(f"{len(set(names)) - len(chosen)} of the named modules are not in the report.")
+    weights = sum(m.shape[0] * m.shape[1] for m in chosen)
+    return sum(m.bits_per_weight * m.shape[0] * m.shape[1] for m in chosen) / weights
 
 
 def matching_lora_rank(model: nn.Module, names: list[str], budget: int) -> int:
@@ -259,7 +357,7 @@ def run_task(size: TaskSize, work_dir: str | os.PathLike, *, log: Callable[[str]
     `keep`, if given, receives the live objects (models, processor, datasets, TrainResults) for tests.
     """
     from llava_fa.training.stages import train_alignment, train_instruction
-    from llava_fa.training.synthetic_task import build_shapes_vqa
+    from llava_fa.training.synthetic_task import build_shapes_vqa, image_attributes
 
     work = Path(work_dir)
     t_start = time.perf_counter()
@@ -282,11 +380,18 @@ def run_task(size: TaskSize, work_dir: str | os.PathLike, *, log: Callable[[str]
 
     common = {"per_device_train_batch_size": size.batch_size, "global_batch_size": size.batch_size,
               "seed": size.seed, "logging_steps": 10}
+    if size.vision_pretrain_epochs:
+        root = work / "shapes_vqa"
+        results["vision_pretrain"] = pretrain_vision_tower(
+            model, processor, train, image_attributes(root, "train"), val, image_attributes(root, "validation"),
+            epochs=size.vision_pretrain_epochs, learning_rate=size.vision_pretrain_lr, batch_size=size.batch_size,
+            seed=size.seed)
+        log(f"vision pretraining: {results['vision_pretrain']}")
     stage1 = train_alignment(model, processor, train, output_dir=work / "stage1", max_steps=size.stage1_steps,
                              **common)
     log(f"stage 1: {stage1.summary()}")
     stage2 = train_instruction(model, processor, train, output_dir=work / "stage2", adapters=False,
-                               parts=("language_model", "vision_tower"), learning_rate=size.stage2_lr,
+                               parts=size.stage2_parts, learning_rate=size.stage2_lr,
                                projector_learning_rate=size.stage2_lr, num_train_epochs=size.stage2_epochs, **common)
     log(f"stage 2: {stage2.summary()}")
     results["stage1"], results["stage2"] = stage1.summary(), stage2.summary()
@@ -343,19 +448,23 @@ def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, d
 
     tag, bits = setting["tag"], {"amplitude_bits": setting["amplitude_bits"], "phase_bits": setting["phase_bits"]}
     ranks = (0, size.rank) if setting["with_rank0"] else (size.rank,)
-    compressed = {}
+    compressed, counted = {}, None
     for rank in ranks:
         t0 = time.perf_counter()
         cmodel = LlavaFAForConditionalGeneration.from_pretrained(dense_dir, quantization_config=FourierApproxConfig(
             rank=rank, max_iters=size.compress_iters, **bits)).eval()
         seconds = time.perf_counter() - t0
         report = compression_report(cmodel)
+        counted = counted_modules(cmodel) if counted is None else counted
         key = f"{tag}_r{rank}"
         rows[key] = {**evaluate(cmodel, processor, test, size.eval_batch, dense),
-                     "bits_per_weight": report.bits_per_weight, "compress_seconds": seconds,
+                     "bits_per_weight": bits_per_weight_over(report, counted),
+                     "bits_per_weight_all_compressed": report.bits_per_weight, "compress_seconds": seconds,
                      "compressed_modules": len(report.modules), "mean_weight_error": report.mean_error, **bits}
         compressed[rank] = cmodel
-        log(f"{key}: test {rows[key]['accuracy']:.4f} bpw {report.bits_per_weight:.3f}")
+        log(f"{key}: test {rows[key]['accuracy']:.4f} bpw {rows[key]['bits_per_weight']:.3f} over {len(counted)} "
+            f"modules ({report.bits_per_weight:.3f} over all {len(report.modules)})")
+    assert counted is not None
     student = compressed[size.rank]
     compressed_dir = work / f"compressed_{tag}_r{size.rank}"
     student.save_pretrained(compressed_dir)
@@ -363,6 +472,9 @@ def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, d
     ours, ours_sweep = tuned_recovery(lambda: LlavaFAForConditionalGeneration.from_pretrained(compressed_dir),
                                       size, dense, processor, train, val, work, f"recover_{tag}", log)
     adapted = sorted(ours.model.peft_config["default"].target_modules)
+    if set(adapted) != set(counted):
+        raise RuntimeError(f"the adapted modules {sorted(set(adapted) ^ set(counted))} differ from the counted ones; "
+                           f"the comparison needs the same modules for bits and adapters.")
     ours_key = f"{tag}_r{size.rank}+recovery"
     rows[ours_key] = {**evaluate(ours.model, processor, test, size.eval_batch, dense),
                       "bits_per_weight": rows[f"{tag}_r{size.rank}"]["bits_per_weight"],
@@ -379,7 +491,7 @@ def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, d
 
     baseline = rtn_model()
     rtn_bpw = setting["rtn_bits"] + 32 / setting["rtn_group"]
-    n_weights = sum(dict(baseline.named_modules())[n].weight.numel() for n in names)
+    n_weights = sum(dict(baseline.named_modules())[n].weight.numel() for n in counted)
     rtn_key = f"rtn{setting['rtn_bits']}_g{setting['rtn_group']}"
     rows[rtn_key] = {**evaluate(baseline, processor, test, size.eval_batch, dense), "bits_per_weight": rtn_bpw}
     lora_rank = matching_lora_rank(baseline, adapted, ours.trainable_params)
@@ -390,7 +502,7 @@ def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, d
                                                 target_modules=adapted))
 
     base, base_sweep = tuned_recovery(lora_model, size, dense, processor, train, val, work, f"baseline_{tag}", log)
-    lora_bits = base.trainable_params * 16 / n_weights  # adapters saved in float16, as our factors
+    lora_bits = base.trainable_params * 16 / n_weights  # adapters saved in float16, as our factors, over `counted`
     rows[f"{rtn_key}+lora"] = {**evaluate(base.model, processor, test, size.eval_batch, dense),
                                "bits_per_weight": rtn_bpw + lora_bits, "lora_rank": lora_rank,
                                "trainable_params": base.trainable_params, "train": base.summary(),
@@ -399,7 +511,8 @@ def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, d
         keep.update(compressed=compressed, compressed_dir=compressed_dir, recovery=ours, baseline=base)
     compared[tag] = {
         "ours": ours_key, "baseline": f"{rtn_key}+lora",
-        "adapted_modules": len(adapted), "quantized_modules": len(names), "quantized_weights": n_weights,
+        "adapted_modules": len(adapted), "quantized_modules": len(names), "counted_modules": len(counted),
+        "counted_weights": n_weights, "excluded_modules": sorted(set(names) - set(counted)),
         "ours_trainable_params": ours.trainable_params, "baseline_trainable_params": base.trainable_params,
         "ours_step_time_s": ours.step_time_s, "baseline_step_time_s": base.step_time_s,
         "ours_peak_rss_mib": ours.peak_rss_mib, "baseline_peak_rss_mib": base.peak_rss_mib,
@@ -409,6 +522,26 @@ def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, d
 
 
 # ------------------------------------------------------------------------------------------- output
+def by_type(row: dict[str, Any]) -> str:
+    """``"c / s / n / p"``: a row's accuracy per question type (color, shape, count, position), 2 decimals."""
+    return " / ".join(f"{row['by_type'][t]:.2f}" if t in row["by_type"] else "-"
+                      for t in ("color", "shape", "count", "position"))
+
+
+def training_note(results: dict[str, Any]) -> str:
+    """One sentence on how the dense model was trained (vision pretraining, stage 1, stage 2)."""
+    size, parts = results["size"], results["size"]["stage2_parts"]
+    pre = results.get("vision_pretrain")
+    text = ""
+    if pre:
+        acc = " / ".join(f"{pre['validation_accuracy'][t]:.2f}" for t in ("color", "shape", "count", "position"))
+        text = (f"Vision tower pretrained {pre['epochs']} epochs on the training images' attributes (validation "
+                f"accuracy of its linear heads: {acc}), ")
+    frozen = "" if "vision_tower" in parts else ", vision tower frozen"
+    return (text + f"stage 1 {results['stage1']['steps']} steps, stage 2 {results['stage2']['steps']} steps "
+            f"({size['stage2_epochs']:g} epochs, {' + '.join(parts)} + projector{frozen}).")
+
+
 def to_markdown(results: dict[str, Any], command: str) -> str:
     """The results table (markdown) with the command that produced it."""
     rows, size = results["rows"], results["size"]
@@ -417,19 +550,19 @@ def to_markdown(results: dict[str, Any], command: str) -> str:
              f"CPU). Model: vision {results['model']['vision']} (feature layer {results['model']['vision_feature_layer']}), "
              f"text {results['model']['text']}, {results['model']['parameters']:,} parameters, "
              f"{results['model']['image_tokens']} image tokens; Shapes-VQA {size['n_train']}/{size['n_val']}/"
-             f"{size['n_test']} train/val/test. Dense validation accuracy "
-             f"{rows['dense']['validation']['accuracy']:.4f}.", "",
-             "| model | bits/weight | test accuracy | KL to dense (nats/token) | trainable params | step time (s) "
-             "| peak RSS (MiB) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             f"{size['n_test']} train/val/test. {training_note(results)} Dense validation accuracy "
+             f"{rows['dense']['validation']['accuracy']:.4f} ({by_type(rows['dense']['validation'])}).", "",
+             "| model | bits/weight | test accuracy | color / shape / count / position | KL to dense (nats/token) "
+             "| trainable params | step time (s) | peak RSS (MiB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def line(label: str, row: dict[str, Any]) -> str:
         train = row.get("train", {})
         tp = f"{row['trainable_params']:,}" if "trainable_params" in row else ""
         st = f"{train['step_time_s']:.3f}" if train else ""
         rss = f"{train['peak_rss_mib']:.0f}" if train else ""
-        return (f"| {label} | {row['bits_per_weight']:.3f} | {row['accuracy']:.4f} | {row['kl_to_dense']:.2e} | {tp} "
-                f"| {st} | {rss} |")
+        return (f"| {label} | {row['bits_per_weight']:.3f} | {row['accuracy']:.4f} | {by_type(row)} "
+                f"| {row['kl_to_dense']:.2e} | {tp} | {st} | {rss} |")
 
     lines.append(line("dense (float32)", rows["dense"]))
     notes = []
@@ -451,8 +584,10 @@ def to_markdown(results: dict[str, Any], command: str) -> str:
     lines += ["", f"Recovery and LoRA: {size['recovery_steps']} steps, batch {size['batch_size']}, distilled from the "
               f"dense model (KL on the answer tokens), on the same {first['adapted_modules']} modules; learning rate "
               f"per run picked from {list(size['recovery_lrs'])} by the validation KL ({lrs}); "
-              + "; ".join(notes) + f". Bits/weight over the "
-              f"{first['quantized_modules']} compressed Linear modules, factors and LoRA counted in float16 (as saved)."]
+              + "; ".join(notes) + f". Bits/weight over the {first['counted_modules']} compressed Linear modules "
+              f"that run ({first['counted_weights']:,} weights; both methods compress all {first['quantized_modules']}, "
+              f"the {len(first['excluded_modules'])} of the vision layer after the feature layer never run and are "
+              f"counted for neither), factors and LoRA counted in float16 (as saved)."]
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ from llava_fa.training.synthetic_task import (
     build_shapes_vqa,
     class_balance,
     exact_match_accuracy,
+    image_attributes,
     normalize_answer,
 )
 
@@ -183,3 +184,20 @@ def test_multi_question_training_records(tmp_path, built):
     assert dd["validation"]["conversations"] == single["validation"]["conversations"]
     with pytest.raises(ValueError, match="train_questions_per_image must be <= 4"):
         build_shapes_vqa(tmp_path / "x", n_train=1, n_val=0, n_test=0, train_questions_per_image=5)
+
+
+def test_image_attributes_label_every_image(built, tmp_path):
+    out, dd = built
+    for split in ("train", "validation"):
+        attrs = image_attributes(out, split)
+        records = json.loads((out / f"{split}.json").read_text())
+        assert sorted(attrs) == ["color", "count", "position", "shape"]
+        assert all(len(v) == len(dd[split]) for v in attrs.values())
+        assert attrs["count"][:3] == [str(r["count"]) for r in records[:3]]
+        # the answer of each record is the attribute its question asks about
+        for i, (qtype, answer) in enumerate(zip(dd[split]["question_type"], dd[split]["answer"])):
+            assert attrs[qtype][i] == answer
+    with pytest.raises(ValueError, match="split must be one of"):
+        image_attributes(out, "dev")
+    with pytest.raises(FileNotFoundError, match="build_shapes_vqa"):
+        image_attributes(tmp_path / "missing", "train")

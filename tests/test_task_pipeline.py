@@ -31,6 +31,14 @@ def _load_benchmark():
     return module
 
 
+def _saved(model) -> str:
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="llava_fa_counted_")
+    model.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     bench = _load_benchmark()
@@ -65,12 +73,57 @@ def test_rows_are_real_accuracies_and_bits(run):
         kl = rows[key]["kl_to_dense"]
         assert math.isfinite(kl) and kl >= -1e-6, (key, kl)
     assert 0.0 <= rows["dense"]["validation"]["accuracy"] <= 1.0
+    # a record's accuracy is the mean over its question types, weighted by how many of each
+    for key in ROWS:
+        assert min(rows[key]["by_type"].values()) <= rows[key]["accuracy"] <= max(rows[key]["by_type"].values())
     assert 4.1 <= rows["fourier_r0"]["bits_per_weight"] < 4.75  # 3+5 bits per complex pair + scales, levels
     assert rows["fourier_r2"]["bits_per_weight"] > rows["fourier_r0"]["bits_per_weight"]
     assert rows["rtn4_g128"]["bits_per_weight"] == 4.25
     assert rows["rtn4_g128"]["kl_to_dense"] > 0 and rows["dense"]["kl_to_dense"] == 0.0
     for stage in ("stage1", "stage2"):
         assert results[stage]["steps"] >= 1 and math.isfinite(results[stage]["final_loss"])
+    pre = results["vision_pretrain"]
+    assert pre["epochs"] == results["size"]["vision_pretrain_epochs"] == 1 and math.isfinite(pre["final_loss"])
+    for split in ("train_accuracy", "validation_accuracy"):
+        assert set(pre[split]) == {"color", "shape", "count", "position"}
+        assert all(0.0 <= a <= 1.0 for a in pre[split].values())
+
+
+def test_bits_and_adapters_are_counted_over_the_same_modules(run):
+    bench, results, keep, _ = run
+    from llava_fa import compression_report
+
+    comp = results["compared"]["fourier"]
+    student = keep["compressed"][2]
+    counted = bench.counted_modules(student)
+    # the CI model reads the last vision layer (feature layer -1): every compressed module runs
+    assert comp["counted_modules"] == comp["adapted_modules"] == comp["quantized_modules"] == len(counted)
+    assert comp["excluded_modules"] == []
+    report = compression_report(student)
+    assert results["rows"]["fourier_r2"]["bits_per_weight"] == pytest.approx(bench.bits_per_weight_over(report, counted))
+    # LoRA bits: the baseline's adapters in float16 spread over the same counted weights
+    lora = results["rows"]["rtn4_g128+lora"]
+    assert lora["bits_per_weight"] == pytest.approx(4.25 + 16 * comp["baseline_trainable_params"] / comp["counted_weights"])
+    with pytest.raises(ValueError, match="not in the report"):
+        bench.bits_per_weight_over(report, [*counted, "no.such.module"])
+
+
+def test_counted_modules_leave_out_the_vision_layer_that_never_runs():
+    bench = _load_benchmark()
+    from dataclasses import replace
+
+    from llava_fa import FourierApproxConfig, LlavaFAForConditionalGeneration
+
+    size = replace(bench.SIZES["ci"], vision_layers=2, vision_feature_layer=-2)
+    model, _ = bench.build_task_model(size, bench.build_task_tokenizer(bench.task_texts()))
+    converted = LlavaFAForConditionalGeneration.from_pretrained(
+        _saved(model), quantization_config=FourierApproxConfig(rank=1, max_iters=1))
+    everything = bench.fourier_modules(converted)
+    counted = bench.counted_modules(converted)
+    left_out = sorted(set(everything) - set(counted))
+    assert left_out and all(".encoder.layers.1." in n for n in left_out)  # the last of two vision layers
+    assert len(left_out) == 6  # q, k, v, out_proj, fc1, fc2
+    assert any(".encoder.layers.0." in n for n in counted)
 
 
 def test_compressed_folder_holds_fourier_linear_modules(run):
@@ -135,6 +188,7 @@ def test_baseline_matches_the_budget_and_results_are_written(run, tmp_path):
     for key in ("size", "model", "stage1", "stage2", "compared", "command", "total_seconds", "cpu_count"):
         assert key in data, key
     md = (tmp_path / "finetune_ci.md").read_text()
-    assert md == table and "| model | bits/weight | test accuracy |" in md and "QLoRA-style" in md
+    assert md == table and "| model | bits/weight | test accuracy | color / shape / count / position |" in md
+    assert "QLoRA-style" in md and "Vision tower pretrained 1 epochs" in md
     assert md.count("\n| ") == 1 + len(ROWS)  # header + one line per row
     assert "KL to dense" in md

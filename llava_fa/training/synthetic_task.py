@@ -255,6 +255,24 @@ def load_shapes_vqa(out_dir: str | os.PathLike) -> DatasetDict:
     return DatasetDict(splits)
 
 
+def image_attributes(out_dir: str | os.PathLike, split: str) -> dict[str, list[str]]:
+    """What each image of `split` shows, from a `build_shapes_vqa` folder: attribute -> one answer per record.
+
+    Keys are the question types ("color", "shape", "count", "position"); values are lists (record
+    order, the order of `load_shapes_vqa(out_dir)[split]`) of answer strings from
+    `answer_vocabulary()`. Every attribute of every image is given, whatever its record asks (labels
+    for pretraining a vision tower). Raises `ValueError` for an unknown split, `FileNotFoundError`
+    when `out_dir` holds no such split.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
+    path = Path(out_dir) / f"{split}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; build the task with build_shapes_vqa(out_dir, ...) first.")
+    records = json.loads(path.read_text(encoding="utf-8"))
+    return {qtype: [str(r[qtype]) for r in records] for qtype in QUESTION_TYPES}
+
+
 def _balance_of(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Question type -> {answer: count} over every question of `records` (JSON records)."""
     out: dict[str, dict[str, int]] = {t: {} for t in QUESTION_TYPES}
@@ -317,6 +335,7 @@ __all__ = [
     "draw_shapes",
     "exact_match_accuracy",
     "generate_split_specs",
+    "image_attributes",
     "load_shapes_vqa",
     "normalize_answer",
 ]
