@@ -1,10 +1,11 @@
-"""CPU LUT kernel of the FourierLinear inference path (``csrc/cpu_lut.cpp``), built on first use.
+"""CPU LUT kernel of the FourierLinear inference path (C++ in ``cpu_lut_source.SOURCE``), built on first use.
 
 ``lut_matmul(xp, ...)`` computes ``x' W'^T`` for the quantized part (see :mod:`.spectral`) in one pass over the
 8-bit codes: no dense weight, no dequantised spectrum and no table of partial products is written. The C++
-source has no Python bindings; :func:`torch.utils.cpp_extension.load` builds it (ninja + the system C++
-compiler, about 2 s, cached under ``TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions``) and ``ctypes``
-calls it. It picks an AVX-512 / AVX2 / portable variant from the CPU's features at run time.
+source has no Python bindings: it is written to a cache folder (under ``TORCH_EXTENSIONS_DIR`` or
+``~/.cache/torch_extensions``, keyed by the source and torch version), :func:`torch.utils.cpp_extension.load`
+builds it there (ninja + the system C++ compiler, about 2 s, once) and ``ctypes`` calls it. It picks an
+AVX-512 / AVX2 / portable variant from the CPU's features at run time.
 
 When the kernel cannot be built (no compiler, no ninja, read-only cache) or ``LLAVA_FA_CPU_KERNEL=0`` is set,
 :func:`kernel` returns ``None`` once with a warning and callers use the chunked torch path.
@@ -19,16 +20,17 @@ import ctypes
 import hashlib
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from ..fourier.polar_quant import polar_lookup_table
+from .cpu_lut_source import SOURCE
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "cpu_lut.cpp"
 ENV_SWITCH = "LLAVA_FA_CPU_KERNEL"
 #: Variants of ``llava_fa_lut_gemv``: 0 picks the best this CPU runs.
 VARIANTS = {"auto": 0, "portable": 1, "avx2": 2, "avx512_gather": 3, "avx512_polar": 4}
@@ -42,13 +44,18 @@ _TRIED = False
 def _build() -> ctypes.CDLL:
     from torch.utils.cpp_extension import load
 
-    source = SOURCE.read_bytes()
-    tag = hashlib.sha256(source + torch.__version__.encode()).hexdigest()[:12]
+    tag = hashlib.sha256(SOURCE.encode() + torch.__version__.encode()).hexdigest()[:12]
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
     folder = root / f"llava_fa_cpu_lut_{tag}"
     folder.mkdir(parents=True, exist_ok=True)
+    source = folder / "cpu_lut.cpp"
+    if not source.is_file() or source.read_text() != SOURCE:  # written atomically: ranks may race here
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".cpp.tmp")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(SOURCE)
+        os.replace(tmp, source)
     name = "llava_fa_cpu_lut"
-    load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3"], build_directory=str(folder),
+    load(name=name, sources=[str(source)], extra_cflags=["-O3"], build_directory=str(folder),
          is_python_module=False, verbose=False)
     lib = ctypes.CDLL(str(folder / f"{name}.so"))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
@@ -66,9 +73,6 @@ def kernel() -> Optional[ctypes.CDLL]:
         return _LIB
     _TRIED = True
     if os.environ.get(ENV_SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    if not SOURCE.is_file():  # e.g. Hub remote code, which ships the Python modules only
-        logger.info(f"llava_fa: {SOURCE} is absent; the CPU LUT kernel is off (chunked torch path).")
         return None
     try:
         _LIB = _build()

@@ -1,4 +1,10 @@
-// CPU LUT product of a FourierLinear's quantized spectrum with a spectral input (batch 1..a few rows).
+"""C++ source of the CPU LUT kernel (:mod:`.cpu_lut` writes it to its build folder and compiles it).
+
+Kept as a Python string so that Hub remote code, which ships Python modules only, carries the same kernel
+and computes the same results as the installed package.
+"""
+
+SOURCE = r"""// CPU LUT product of a FourierLinear's quantized spectrum with a spectral input (batch 1..a few rows).
 //
 //   y[b, o] = sum_k  s[(o*c + k) / G] * (Re T[code[o, k]] * x[b, 2k] + Im T[code[o, k]] * x[b, 2k + 1])
 //
@@ -228,3 +234,6 @@ extern "C" int64_t llava_fa_lut_gemv(const uint8_t* codes, const void* scales, i
   });
   return 0;
 }
+"""
+
+__all__ = ["SOURCE"]
