@@ -24,7 +24,8 @@ PROG = "llava-fa"
 #: Flags of `compress` that map 1:1 onto FourierApproxConfig fields (flag dest -> field).
 COMPRESSION_FLAGS: dict[str, str] = {
     "rank": "rank", "amplitude_bits": "amplitude_bits", "phase_bits": "phase_bits", "group_size": "group_size",
-    "codebook": "codebook", "transform": "transform",
+    "codebook": "codebook", "transform": "transform", "error_feedback": "error_feedback",
+    "feedback_damp": "feedback_damp",
 }
 
 
@@ -242,10 +243,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from PIL import Image
     from transformers import AutoProcessor
 
-    try:
-        from llava_fa.fourier.calibration import calibrate  # after the core refactor
-    except ImportError:
-        from llava_fa.quantization import calibrate
+    from llava_fa.fourier.calibration import calibrate
+
     model = load_checkpoint(source, trust_remote_code=args.trust_remote_code)
     processor = AutoProcessor.from_pretrained(source, trust_remote_code=args.trust_remote_code)
 
@@ -275,9 +274,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 kwargs["images"] = Image.open(image).convert("RGB")
             yield dict(processor(**kwargs))
 
-    calibrate(model, batches(), output)
+    calibrate(model, batches(), output, second_moment=args.second_moment,
+              second_moment_max_features=args.second_moment_max_features)
+    hint = " --error-feedback" if args.second_moment else ""
     print(f"wrote {output}: input statistics of {len(samples)} samples; use `{PROG} compress MODEL OUT "
-          f"--calibration {output}`")
+          f"--calibration {output}{hint}`")
     return 0
 
 
@@ -447,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transform", choices=transforms, default=argparse.SUPPRESS, help=f"(default {defaults.get('transform')})")
     p.add_argument("--calibration", default=None, metavar="STATS",
                    help="statistics file from `llava-fa calibrate` (default: no calibration)")
+    p.add_argument("--error-feedback", action="store_true", default=argparse.SUPPRESS,
+                   help="GPTQ-style error-feedback rounding (needs --calibration from `calibrate --second-moment`; "
+                        "lower output error, ~10-14x the CPU compression time)")
+    p.add_argument("--feedback-damp", type=float, default=argparse.SUPPRESS,
+                   help=f"error-feedback dampening (default {defaults.get('feedback_damp')})")
     p.add_argument("--override", action="append", default=[], metavar="PATTERN.FIELD=VALUE",
                    help="per-module setting, PATTERN a regex on module names; repeatable")
     p.add_argument("--device-map", default=None, help="e.g. 'auto' or 'cuda:0' (default: transformers' default)")
@@ -466,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(records with 'image' and 'conversations')")
     p.add_argument("output", metavar="OUTPUT", help="statistics file to write (.safetensors)")
     p.add_argument("--samples", type=int, default=128, help="use at most N samples (default 128)")
+    p.add_argument("--second-moment", action="store_true",
+                   help="also store each input's E[x x^T] (n^2 * 4 bytes per distinct input), for "
+                        "`compress --error-feedback`")
+    p.add_argument("--second-moment-max-features", type=lambda v: None if v.lower() == "none" else int(v),
+                   default=8192, metavar="N|none",
+                   help="skip second moments of inputs wider than N (default 8192; 'none': keep all)")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
 

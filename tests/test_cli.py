@@ -348,6 +348,31 @@ def test_calibrate_images_folder_and_llava_json(tiny_folder, tmp_path, capsys):
     assert f"statistics file sha256 `{file_sha256(stats2)[:12]}" in (out / "README.md").read_text()
 
 
+def test_calibrate_second_moment_then_compress_with_error_feedback(tiny_folder, tmp_path, capsys):
+    from safetensors import safe_open
+
+    stats = tmp_path / "stats.safetensors"
+    code, out, err = run(["calibrate", str(tiny_folder), str(_llava_json(tmp_path / "llava")), str(stats),
+                          "--second-moment"], capsys)
+    assert code == 0, err
+    assert "--error-feedback" in out
+    with safe_open(stats, "pt") as f:
+        sigma = f.get_tensor("model.multi_modal_projector.linear_1.second_moment")
+    assert sigma.ndim == 2 and sigma.shape[0] == sigma.shape[1] and bool((sigma.diagonal() >= 0).all())
+
+    out_dir = tmp_path / "ef"
+    code, _, err = run(["compress", str(tiny_folder), str(out_dir), *FAST_FLAGS, "--calibration", str(stats),
+                        "--error-feedback", "--feedback-damp", "0.05", "--base-model", BASE_MODEL], capsys)
+    assert code == 0, err
+    config = json.loads((out_dir / "config.json").read_text())["quantization_config"]
+    assert config["error_feedback"] is True and config["feedback_damp"] == 0.05
+    assert "| error-feedback rounding | yes (dampening 0.05) |" in (out_dir / "README.md").read_text()
+
+    code, _, err = run(["compress", str(tiny_folder), str(tmp_path / "no"), "--error-feedback"], capsys)
+    assert_one_line_error(code, err, "compress", "error_feedback", "calibrat")
+    assert not (tmp_path / "no").exists()
+
+
 def test_calibrate_failures(compressed, tiny_folder, tmp_path, capsys):
     code, _, err = run(["calibrate", str(tiny_folder), str(tmp_path / "nodata"), str(tmp_path / "s.safetensors")], capsys)
     assert_one_line_error(code, err, "calibrate", "no such file or folder")

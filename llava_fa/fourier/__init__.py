@@ -5,7 +5,9 @@ Modules, one concept each: :mod:`.settings` (the per-matrix settings, defaults a
 Algorithm 2), :mod:`.polar_quant` (PolarQuant, Algorithm 3), :mod:`.packing` (bit-packing),
 :mod:`.calibration` (diagonal weights; collecting, saving and reading statistics),
 :mod:`.approximate` (Algorithm 1 and its result), :mod:`.error_feedback` (GPTQ-style sequential rounding
-in the rfft basis with the input second moment: same storage, lower output error).
+in the rfft basis with the input second moment: same storage, lower output error; used by
+``fourier_approximate`` when ``CompressionSettings(error_feedback=True)`` and the calibration holds a
+``second_moment``).
 """
 
 from .approximate import PAPER_SETTINGS, FourierApproximation, fourier_approximate, lowrank_to_real

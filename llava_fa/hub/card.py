@@ -383,6 +383,7 @@ def _settings_markdown(q: dict[str, Any], parts: list[str]) -> tuple[str, str]:
         ("phase-aware amplitude", q.get("phase_aware")),
         ("factor / scale dtype", f"{q.get('factor_dtype')} / {q.get('scale_dtype')}"),
         ("calibration", _calibration_text(q)),
+        ("error-feedback rounding", f"yes (dampening {q.get('feedback_damp')})" if q.get("error_feedback") else "no"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     overrides = q.get("overrides") or {}
