@@ -9,19 +9,31 @@ Steps (every number in the output is measured in this run):
    byte-level BPE tokenizer on the task's texts (every answer word is one token; the special tokens
    of the tiny preset keep their ids) and a small LLaVA-FA from `LlavaFAConfig.from_preset("tiny",
    ...)` with the sizes of `SIZES[size]` (images normalised with white at 0, see `task_image_processor`).
-2. Stage 1 (`train_alignment`, projector only) and stage 2 (`train_instruction(adapters=False)`:
-   vision tower + language model + projector, two learning-rate groups), from scratch. Validation
-   and test accuracy (greedy decoding, `exact_match_accuracy`) of the dense model.
-3. For each of `BIT_SETTINGS` (ours 3+5 bits per complex coefficient vs RTN 4-bit g128; ours 2+3
-   vs RTN 2-bit g64): save the dense model, load it compressed on load with `FourierApproxConfig`
-   (rank 0 and rank R; every Linear but `lm_head` and the embeddings), test accuracy.
-4. `recover` the rank-R model: the Fourier-factor adapters of every compressed part, distilled from
-   the dense model (KL on the answer tokens), for a fixed number of steps.
-5. Baseline at about the same bits and the same trainable parameters: the dense weights of the same
-   modules fake-quantized with RTN (float16 scale + zero per group), peft LoRA on the same modules
-   with the rank whose parameter count is closest to ours (QLoRA-style; alpha = r), trained with the
-   same loss, steps and batch. Each method's learning rate is picked from `recovery_lrs` by the
+2. Vision pretraining (`pretrain_vision_tower`, when `vision_pretrain_epochs` > 0): the vision tower
+   learns the attributes of generated images (`vision_pretrain_images` of them, another seed than the
+   task's splits) through one linear head per attribute on the mean of the feature-layer tokens, as
+   LLaVA starts from a pretrained CLIP. A tower trained only through the language model's loss never
+   became shape-selective (the dense model stayed at chance on shape questions).
+3. Stage 1 (`train_alignment`, projector only) and stage 2 (`train_instruction(adapters=False)`: the
+   parts of `stage2_parts` + projector, two learning-rate groups; the vision tower stays frozen unless
+   listed). Validation and test accuracy (greedy decoding, `exact_match_accuracy`, overall and per
+   question type) of the dense model.
+4. For each of `BIT_SETTINGS` (ours a+p bits per complex coefficient vs RTN b-bit with group g at
+   about the same bits per weight): save the dense model, load it compressed on load with
+   `FourierApproxConfig` (rank 0 and rank R; every Linear but `lm_head` and the embeddings), test
+   accuracy.
+5. `recover` the rank-R model: the Fourier-factor adapters of every compressed module that runs,
+   distilled from the dense model (KL on the answer tokens), for a fixed number of steps.
+6. Baseline at the same bits and trainable parameters: the dense weights of the same modules
+   fake-quantized with RTN (float16 scale + zero per group), peft LoRA on the same modules as ours with
+   the rank whose parameter count is closest to ours (QLoRA-style; alpha = r), trained with the same
+   loss, steps and batch. Each method's learning rate is picked from its grid (`recovery_lrs`, `baseline_lrs`) by the
    answer-token KL on the validation split; the table reports test accuracy and test KL.
+
+Bits per weight are counted over the compressed modules that run (`counted_modules`: the vision layers
+after `vision_feature_layer` are compressed by both methods but never run, so neither counts them):
+codes, scales, levels, channel scale and factors as saved for ours; RTN bits + 32 / group plus the
+LoRA matrices in float16 for the baseline.
 
 Step time: mean wall time of an optimizer step (first step excluded). Peak memory: the process's
 peak RSS (VmHWM, reset at the start of each training run through /proc/self/clear_refs), so it
@@ -84,6 +96,10 @@ class TaskSize:
     #: epochs of supervised vision-tower pretraining (0: none), see `pretrain_vision_tower`
     vision_pretrain_epochs: int = 0
     vision_pretrain_lr: float = 1e-3
+    #: images generated for that pretraining (another seed than the task's splits); 0: the training split's
+    vision_pretrain_images: int = 0
+    #: learning rates tried for the baseline's LoRA (empty: `recovery_lrs`)
+    baseline_lrs: tuple[float, ...] = ()
     #: parts fully trained in stage 2 (with the projector); the vision tower stays frozen unless listed
     stage2_parts: tuple[str, ...] = ("language_model", "vision_tower")
 
@@ -92,7 +108,9 @@ SIZES: dict[str, TaskSize] = {
     "full": TaskSize(n_train=2000, n_val=200, n_test=400, image_size=64, patch_size=16, vision_hidden=64,
                      vision_layers=2, vision_feature_layer=-2, text_hidden=128, text_layers=2, stage1_steps=30,
                      stage2_epochs=10.0, stage2_lr=1e-3, batch_size=32, rank=4, recovery_steps=100,
-                     recovery_lrs=(1e-4, 1e-3), vision_pretrain_epochs=20, stage2_parts=("language_model",)),
+                     recovery_lrs=(3e-5, 1e-4, 3e-4), baseline_lrs=(3e-4, 1e-3, 3e-3), vision_pretrain_epochs=10,
+                     vision_pretrain_images=8000,
+                     stage2_parts=("language_model",)),
     "ci": TaskSize(n_train=48, n_val=16, n_test=16, image_size=32, patch_size=16, vision_hidden=32,
                    vision_layers=1, vision_feature_layer=-1, text_hidden=64, text_layers=1, stage1_steps=2,
                    stage2_epochs=1.0, stage2_lr=1e-3, batch_size=16, rank=2, recovery_steps=2, recovery_lrs=(1e-3,),
@@ -103,6 +121,7 @@ SIZES: dict[str, TaskSize] = {
 BIT_SETTINGS: list[dict[str, Any]] = [
     {"tag": "fourier", "amplitude_bits": 3, "phase_bits": 5, "rtn_bits": 4, "rtn_group": 128, "with_rank0": True},
     {"tag": "fourier2", "amplitude_bits": 2, "phase_bits": 3, "rtn_bits": 2, "rtn_group": 64, "with_rank0": True},
+    {"tag": "fourier22", "amplitude_bits": 2, "phase_bits": 2, "rtn_bits": 2, "rtn_group": 128, "with_rank0": True},
 ]
 
 
@@ -281,6 +300,15 @@ def rtn_fake_quantize_(model: nn.Module, names: list[str], bits: int = RTN_BITS,
     return bits + 32 / group
 
 
+def adapter_modules(peft_model: nn.Module) -> list[str]:
+    """Names (in the base model, as `named_modules` gives them) of the modules a `PeftModel` put adapters on.
+
+    Read from the modules themselves: peft shortens long `target_modules` lists to name suffixes."""
+    from peft.tuners.lora import LoraLayer
+
+    return sorted(name for name, m in peft_model.get_base_model().named_modules() if isinstance(m, LoraLayer))
+
+
 def counted_modules(model: nn.Module) -> list[str]:
     """Names of the compressed modules that run: every FourierLinear but those of the vision layers after
     ``vision_feature_layer`` (and ``post_layernorm``), whose output LLaVA never reads.
@@ -381,11 +409,16 @@ def run_task(size: TaskSize, work_dir: str | os.PathLike, *, log: Callable[[str]
     common = {"per_device_train_batch_size": size.batch_size, "global_batch_size": size.batch_size,
               "seed": size.seed, "logging_steps": 10}
     if size.vision_pretrain_epochs:
-        root = work / "shapes_vqa"
+        root, images = work / "shapes_vqa", train
+        if size.vision_pretrain_images:
+            root = work / "pretrain_images"
+            images = build_shapes_vqa(root, n_train=size.vision_pretrain_images, n_val=0, n_test=0, seed=size.seed + 1,
+                                      image_size=max(size.image_size, 16))["train"]
         results["vision_pretrain"] = pretrain_vision_tower(
-            model, processor, train, image_attributes(root, "train"), val, image_attributes(root, "validation"),
-            epochs=size.vision_pretrain_epochs, learning_rate=size.vision_pretrain_lr, batch_size=size.batch_size,
-            seed=size.seed)
+            model, processor, images, image_attributes(root, "train"), val,
+            image_attributes(work / "shapes_vqa", "validation"), epochs=size.vision_pretrain_epochs,
+            learning_rate=size.vision_pretrain_lr, batch_size=size.batch_size, seed=size.seed)
+        results["vision_pretrain"]["images"] = len(images)
         log(f"vision pretraining: {results['vision_pretrain']}")
     stage1 = train_alignment(model, processor, train, output_dir=work / "stage1", max_steps=size.stage1_steps,
                              **common)
@@ -417,15 +450,17 @@ def run_task(size: TaskSize, work_dir: str | os.PathLike, *, log: Callable[[str]
 
 
 def tuned_recovery(build: Callable[[], nn.Module], size: TaskSize, dense: nn.Module, processor: Any, train: Any,
-                   val: Any, out: Path, name: str, log: Callable[[str], None]) -> tuple[Any, dict[str, float]]:
-    """`recover` a fresh `build()` model with each learning rate of `size.recovery_lrs`; keep the run with the
-    lowest answer-token KL to the dense model on the VALIDATION split. Returns (best TrainResult, lr -> val KL)."""
+                   val: Any, out: Path, name: str, log: Callable[[str], None],
+                   lrs: tuple[float, ...] | None = None) -> tuple[Any, dict[str, float]]:
+    """`recover` a fresh `build()` model with each learning rate of `lrs` (default `size.recovery_lrs`); keep the
+    run with the lowest answer-token KL to the dense model on the VALIDATION split. Returns (best TrainResult,
+    lr -> val KL)."""
     from llava_fa.training.stages import recover
 
     common = {"per_device_train_batch_size": size.batch_size, "global_batch_size": size.batch_size,
               "seed": size.seed, "logging_steps": 10}
     best, sweep = None, {}
-    for lr in size.recovery_lrs:
+    for lr in lrs or size.recovery_lrs:
         result = recover(build(), processor, train, output_dir=out / f"{name}_lr{lr:g}", teacher=dense,
                          max_steps=size.recovery_steps, learning_rate=lr, **common)
         sweep[f"{lr:g}"] = answer_kl(result.model, dense, processor, val, size.eval_batch)
@@ -471,7 +506,7 @@ def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, d
     processor.save_pretrained(compressed_dir)
     ours, ours_sweep = tuned_recovery(lambda: LlavaFAForConditionalGeneration.from_pretrained(compressed_dir),
                                       size, dense, processor, train, val, work, f"recover_{tag}", log)
-    adapted = sorted(ours.model.peft_config["default"].target_modules)
+    adapted = adapter_modules(ours.model)
     if set(adapted) != set(counted):
         raise RuntimeError(f"the adapted modules {sorted(set(adapted) ^ set(counted))} differ from the counted ones; "
                            f"the comparison needs the same modules for bits and adapters.")
@@ -501,7 +536,10 @@ def compare_at_bits(setting: dict[str, Any], size: TaskSize, dense: nn.Module, d
         return get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=lora_rank, lora_dropout=0.0,
                                                 target_modules=adapted))
 
-    base, base_sweep = tuned_recovery(lora_model, size, dense, processor, train, val, work, f"baseline_{tag}", log)
+    base, base_sweep = tuned_recovery(lora_model, size, dense, processor, train, val, work, f"baseline_{tag}", log,
+                                      lrs=size.baseline_lrs or size.recovery_lrs)
+    if adapter_modules(base.model) != adapted:
+        raise RuntimeError("the baseline's LoRA modules differ from our adapted modules.")
     lora_bits = base.trainable_params * 16 / n_weights  # adapters saved in float16, as our factors, over `counted`
     rows[f"{rtn_key}+lora"] = {**evaluate(base.model, processor, test, size.eval_batch, dense),
                                "bits_per_weight": rtn_bpw + lora_bits, "lora_rank": lora_rank,
@@ -535,8 +573,9 @@ def training_note(results: dict[str, Any]) -> str:
     text = ""
     if pre:
         acc = " / ".join(f"{pre['validation_accuracy'][t]:.2f}" for t in ("color", "shape", "count", "position"))
-        text = (f"Vision tower pretrained {pre['epochs']} epochs on the training images' attributes (validation "
-                f"accuracy of its linear heads: {acc}), ")
+        source = "the training images" if not size["vision_pretrain_images"] else "other generated images"
+        text = (f"Vision tower pretrained {pre['epochs']} epochs on the attributes of {pre['images']:,} images "
+                f"({source}; validation accuracy of its linear heads: {acc}), ")
     frozen = "" if "vision_tower" in parts else ", vision tower frozen"
     return (text + f"stage 1 {results['stage1']['steps']} steps, stage 2 {results['stage2']['steps']} steps "
             f"({size['stage2_epochs']:g} epochs, {' + '.join(parts)} + projector{frozen}).")
@@ -583,7 +622,8 @@ def to_markdown(results: dict[str, Any], command: str) -> str:
                     for key, label in (("ours", comp["ours"]), ("baseline", comp["baseline"])))
     lines += ["", f"Recovery and LoRA: {size['recovery_steps']} steps, batch {size['batch_size']}, distilled from the "
               f"dense model (KL on the answer tokens), on the same {first['adapted_modules']} modules; learning rate "
-              f"per run picked from {list(size['recovery_lrs'])} by the validation KL ({lrs}); "
+              f"per run picked by the validation KL from {list(size['recovery_lrs'])} for ours and "
+              f"{list(size['baseline_lrs'] or size['recovery_lrs'])} for LoRA ({lrs}); "
               + "; ".join(notes) + f". Bits/weight over the {first['counted_modules']} compressed Linear modules "
               f"that run ({first['counted_weights']:,} weights; both methods compress all {first['quantized_modules']}, "
               f"the {len(first['excluded_modules'])} of the vision layer after the feature layer never run and are "

@@ -99,6 +99,7 @@ def test_bits_and_adapters_are_counted_over_the_same_modules(run):
     # the CI model reads the last vision layer (feature layer -1): every compressed module runs
     assert comp["counted_modules"] == comp["adapted_modules"] == comp["quantized_modules"] == len(counted)
     assert comp["excluded_modules"] == []
+    assert bench.adapter_modules(keep["recovery"].model) == bench.adapter_modules(keep["baseline"].model) == counted
     report = compression_report(student)
     assert results["rows"]["fourier_r2"]["bits_per_weight"] == pytest.approx(bench.bits_per_weight_over(report, counted))
     # LoRA bits: the baseline's adapters in float16 spread over the same counted weights
@@ -189,6 +190,6 @@ def test_baseline_matches_the_budget_and_results_are_written(run, tmp_path):
         assert key in data, key
     md = (tmp_path / "finetune_ci.md").read_text()
     assert md == table and "| model | bits/weight | test accuracy | color / shape / count / position |" in md
-    assert "QLoRA-style" in md and "Vision tower pretrained 1 epochs" in md
+    assert "QLoRA-style" in md and "Vision tower pretrained 1 epochs on the attributes of 48 images" in md
     assert md.count("\n| ") == 1 + len(ROWS)  # header + one line per row
     assert "KL to dense" in md
