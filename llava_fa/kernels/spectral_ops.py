@@ -31,7 +31,6 @@ from .spectral import (
     lowrank_spatial_matrix,
     quantized_matmul,
     quantized_matmul_transposed,
-    spectral_input,
 )
 from .triton_lut import TRITON_AVAILABLE, lut_linear, lut_tables, spectral_prep, use_prep_kernel
 
@@ -146,7 +145,8 @@ def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tens
         return triton_fourier_linear(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features,
                                      phase_bits, group_len, out_dtype)
     prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, code_bits)
-    uv = spectral_input(x, input_scale)
+    u = x.float() if prep["unit_scale"] else x.float() * prep["inv_scale"]  # cached 1 / d: one op per call
+    uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
     if cpu_lut_supported(x, code_bits, n_cols, group_len):
         tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
         y = lut_matmul(interleaved_input(uv, n), codes, scales, tables, phase_bits, group_len, out_features)
@@ -155,10 +155,10 @@ def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tens
         spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
                              group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
         y = quantized_matmul(interleaved_input(uv, n), spec)
-    if l1 is not None:
-        y = y + (uv.flatten(1) @ prep["lr_in"].T) @ prep["lr_out"].T
+    if l1 is not None:  # y is a fresh float32 tensor: accumulate in place
+        y.addmm_(uv.flatten(1) @ prep["lr_in"].T, prep["lr_out"].T)
     if bias is not None:
-        y = y + bias.float()
+        y.add_(bias)
     return y.to(out_dtype)
 
 
