@@ -29,6 +29,8 @@ SOURCE = r"""// CPU LUT product of a FourierLinear's quantized spectrum with a s
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 namespace {
 
@@ -46,6 +48,8 @@ struct Args {
   const float* sinv;
   int64_t phase_bits;
   const float* x;
+  const float* xr;  // x split into real / imaginary rows (M, c) each: filled for the polar variant only
+  const float* xi;
   int64_t rows;  // M
   int64_t c;
   float* y;
@@ -55,6 +59,18 @@ struct Args {
 inline float scale_at(const Args& a, int64_t i) {
   if (a.scale_kind == 1) return static_cast<float>(static_cast<const c10::Half*>(a.scales)[i]);
   if (a.scale_kind == 2) return static_cast<float>(static_cast<const c10::BFloat16*>(a.scales)[i]);
+  return static_cast<const float*>(a.scales)[i];
+}
+
+// Same as scale_at with one F16C instruction for float16 and a shift for bfloat16 (SIMD variants only).
+__attribute__((target("f16c"))) inline float fast_scale_at(const Args& a, int64_t i) {
+  if (a.scale_kind == 1) return _cvtsh_ss(static_cast<const uint16_t*>(a.scales)[i]);
+  if (a.scale_kind == 2) {
+    const uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(a.scales)[i]) << 16;
+    float value;
+    std::memcpy(&value, &bits, sizeof(value));
+    return value;
+  }
   return static_cast<const float*>(a.scales)[i];
 }
 
@@ -94,7 +110,7 @@ void portable_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0, int64_t nb
 }
 
 // Gathers one (Re, Im) pair per code as a 64-bit word: the pairs come out interleaved like x.
-__attribute__((target("avx2,fma"))) void avx2_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0, int64_t nb) {
+__attribute__((target("avx2,fma,f16c"))) void avx2_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0, int64_t nb) {
   const double* table = reinterpret_cast<const double*>(a.pairs);
   for (int64_t o = o0; o < o1; ++o) {
     const uint8_t* code = a.codes + o * a.c;
@@ -102,7 +118,7 @@ __attribute__((target("avx2,fma"))) void avx2_rows(const Args& a, int64_t o0, in
     for (int64_t b = 0; b < kMaxRows; ++b) acc[b] = _mm256_setzero_ps();
     GroupCursor cur(o * a.c, a.group);
     for (int64_t k = 0; k < a.c; k += kChunk) {
-      const __m256 s = _mm256_set1_ps(scale_at(a, cur.index));
+      const __m256 s = _mm256_set1_ps(fast_scale_at(a, cur.index));
       for (int64_t h = 0; h < kChunk; h += 4) {
         const __m128i idx = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(*reinterpret_cast<const int32_t*>(code + k + h)));
         const __m256 t = _mm256_mul_ps(_mm256_castpd_ps(_mm256_i32gather_pd(table, idx, 8)), s);
@@ -121,7 +137,7 @@ __attribute__((target("avx2,fma"))) void avx2_rows(const Args& a, int64_t o0, in
   }
 }
 
-__attribute__((target("avx512f"))) void avx512_gather_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0,
+__attribute__((target("avx512f,f16c"))) void avx512_gather_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0,
                                                              int64_t nb) {
   const double* table = reinterpret_cast<const double*>(a.pairs);
   for (int64_t o = o0; o < o1; ++o) {
@@ -130,7 +146,7 @@ __attribute__((target("avx512f"))) void avx512_gather_rows(const Args& a, int64_
     for (int64_t b = 0; b < kMaxRows; ++b) acc[b] = _mm512_setzero_ps();
     GroupCursor cur(o * a.c, a.group);
     for (int64_t k = 0; k < a.c; k += kChunk) {
-      const __m512 s = _mm512_set1_ps(scale_at(a, cur.index));
+      const __m512 s = _mm512_set1_ps(fast_scale_at(a, cur.index));
       const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(code + k));
       const __m512 lo = _mm512_mul_ps(_mm512_castpd_ps(_mm512_i32gather_pd(_mm256_cvtepu8_epi32(q), table, 8)), s);
       const __m512 hi = _mm512_mul_ps(
@@ -146,46 +162,60 @@ __attribute__((target("avx512f"))) void avx512_gather_rows(const Args& a, int64_
   }
 }
 
-// Polar tables: level and phasor looked up with in-register permutes (no memory gathers), then interleaved.
-__attribute__((target("avx512f"))) void avx512_polar_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0,
-                                                            int64_t nb) {
+// Polar tables: level and phase looked up with in-register permutes (no memory gathers); x read split.
+template <int NB>
+__attribute__((target("avx512f,f16c"))) void avx512_polar_block(const Args& a, int64_t o0, int64_t o1, int64_t b0) {
   const __m512 lev0 = _mm512_loadu_ps(a.lev), lev1 = _mm512_loadu_ps(a.lev + 16);
   const __m512 cos0 = _mm512_loadu_ps(a.cosv), cos1 = _mm512_loadu_ps(a.cosv + 16);
   const __m512 sin0 = _mm512_loadu_ps(a.sinv), sin1 = _mm512_loadu_ps(a.sinv + 16);
   const __m512i phase_mask = _mm512_set1_epi32((1 << a.phase_bits) - 1);
   const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(a.phase_bits));
-  // (re0, im0, re1, im1, ...) of lanes 0-7 and of lanes 8-15 (index >= 16 selects from the second operand)
-  const __m512i take_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-  const __m512i take_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   for (int64_t o = o0; o < o1; ++o) {
     const uint8_t* code = a.codes + o * a.c;
-    __m512 acc[kMaxRows];
-    for (int64_t b = 0; b < kMaxRows; ++b) acc[b] = _mm512_setzero_ps();
+    __m512 acc[NB], part[NB];
+    for (int b = 0; b < NB; ++b) acc[b] = part[b] = _mm512_setzero_ps();
     GroupCursor cur(o * a.c, a.group);
     for (int64_t k = 0; k < a.c; k += kChunk) {
       const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code + k)));
       const __m512i phase = _mm512_and_si512(q, phase_mask);
-      const __m512i amp = _mm512_srl_epi32(q, shift);
-      const __m512 level = _mm512_mul_ps(_mm512_permutex2var_ps(lev0, amp, lev1), _mm512_set1_ps(scale_at(a, cur.index)));
+      const __m512 level = _mm512_permutex2var_ps(lev0, _mm512_srl_epi32(q, shift), lev1);
       const __m512 re = _mm512_mul_ps(level, _mm512_permutex2var_ps(cos0, phase, cos1));
       const __m512 im = _mm512_mul_ps(level, _mm512_permutex2var_ps(sin0, phase, sin1));
-      const __m512 lo = _mm512_permutex2var_ps(re, take_lo, im);
-      const __m512 hi = _mm512_permutex2var_ps(re, take_hi, im);
-      for (int64_t b = 0; b < nb; ++b) {
-        const float* x = a.x + (b0 + b) * 2 * a.c + 2 * k;
-        acc[b] = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x), acc[b]);
-        acc[b] = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + 16), acc[b]);
+      for (int b = 0; b < NB; ++b) {
+        part[b] = _mm512_fmadd_ps(re, _mm512_loadu_ps(a.xr + (b0 + b) * a.c + k), part[b]);
+        part[b] = _mm512_fmadd_ps(im, _mm512_loadu_ps(a.xi + (b0 + b) * a.c + k), part[b]);
+      }
+      // a chunk never straddles a group: scale the group's partial sums once, at its last chunk or the row end
+      if (cur.offset + kChunk == cur.group || k + kChunk == a.c) {
+        const __m512 s = _mm512_set1_ps(fast_scale_at(a, cur.index));
+        for (int b = 0; b < NB; ++b) {
+          acc[b] = _mm512_fmadd_ps(part[b], s, acc[b]);
+          part[b] = _mm512_setzero_ps();
+        }
       }
       cur.advance();
     }
-    for (int64_t b = 0; b < nb; ++b) a.y[(b0 + b) * a.m + o] = _mm512_reduce_add_ps(acc[b]);
+    for (int b = 0; b < NB; ++b) a.y[(b0 + b) * a.m + o] = _mm512_reduce_add_ps(acc[b]);
+  }
+}
+
+// The number of input rows is a template parameter: the accumulators stay in registers.
+__attribute__((target("avx512f,f16c"))) void avx512_polar_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0,
+                                                               int64_t nb) {
+  switch (nb) {
+    case 1: return avx512_polar_block<1>(a, o0, o1, b0);
+    case 2: return avx512_polar_block<2>(a, o0, o1, b0);
+    case 3: return avx512_polar_block<3>(a, o0, o1, b0);
+    default: return avx512_polar_block<4>(a, o0, o1, b0);
   }
 }
 
 using RowsFn = void (*)(const Args&, int64_t, int64_t, int64_t, int64_t);
 
-bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
-bool has_avx512() { return __builtin_cpu_supports("avx512f"); }
+bool has_avx2() {
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+bool has_avx512() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c"); }
 
 // Variant -> row function, or nullptr if this CPU (or this table) cannot run it.
 RowsFn pick(int64_t variant, bool polar) {
@@ -224,7 +254,17 @@ extern "C" int64_t llava_fa_lut_gemv(const uint8_t* codes, const void* scales, i
   RowsFn fn = pick(variant, polar);
   if (fn == nullptr) return 1;
   if (!polar && fn == avx512_polar_rows) return 1;
-  Args a{codes, scales, scale_kind, group, pairs, lev, cosv, sinv, phase_bits, x, rows, c, y, m};
+  Args a{codes, scales, scale_kind, group, pairs, lev, cosv, sinv, phase_bits, x, nullptr, nullptr, rows, c, y, m};
+  std::vector<float> split;
+  if (fn == avx512_polar_rows) {  // O(M c) once per call instead of two permutes per 16 codes and output row
+    split.resize(2 * rows * c);
+    for (int64_t i = 0; i < rows * c; ++i) {
+      split[i] = x[2 * i];
+      split[rows * c + i] = x[2 * i + 1];
+    }
+    a.xr = split.data();
+    a.xi = split.data() + rows * c;
+  }
   const int64_t grain = 16;
   at::parallel_for(0, m, grain, [&](int64_t o0, int64_t o1) {
     for (int64_t b0 = 0; b0 < rows; b0 += kMaxRows) {
