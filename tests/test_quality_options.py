@@ -169,3 +169,117 @@ def test_bad_inputs_raise_clear_errors():
         approximate_with_feedback(w, torch.eye(8))
     with pytest.raises(TypeError, match="weight"):
         approximate_with_feedback(spec, sigma)
+
+
+# --- opt-in codebook fits: refit_rounds (least-squares scales + codebook) and table_fit="gaussian" ---------------
+
+
+def _weighted_error(z: torch.Tensor, codes, weights: torch.Tensor) -> float:
+    return float(((z - codes.dequantize()).abs().square() * weights).sum() / (z.abs().square() * weights).sum())
+
+
+@pytest.mark.parametrize("codebook", ["uniform", "lloyd", "vq"])
+def test_refit_rounds_lower_weight_error_at_same_storage(codebook):
+    from llava_fa.fourier.polar_quant import refit_codes
+
+    g = torch.Generator().manual_seed(3)
+    z = torch.complex(torch.randn(24, 40, generator=g), torch.randn(24, 40, generator=g)) * 0.05
+    weights = torch.full((40,), 2.0)
+    weights[0] = 1.0
+    plain = polar_quantize(z, 2, 3, 32, codebook=codebook, phase_aware=True)
+    one = polar_quantize(z, 2, 3, 32, codebook=codebook, phase_aware=True, refit_rounds=1, column_weights=weights)
+    three = polar_quantize(z, 2, 3, 32, codebook=codebook, phase_aware=True, refit_rounds=3, column_weights=weights)
+    for refit in (one, three):
+        assert refit.codes.shape == plain.codes.shape and refit.nbits() == plain.nbits()
+        assert refit.scales.dtype == plain.scales.dtype and (refit.scales > 0).all()
+        assert (refit.levels is None) == (plain.levels is None) and (refit.table is None) == (plain.table is None)
+    e0, e1, e3 = (_weighted_error(z, c, weights) for c in (plain, one, three))
+    assert e1 < e0 and e3 <= e1 * 1.001
+    assert torch.equal(refit_codes(z, plain, 3, weights).codes, three.codes)
+    if codebook == "uniform":  # implied levels: only the scales move
+        assert three.levels is None and not torch.equal(three.scales, plain.scales)
+    with pytest.raises(ValueError, match="column_weights"):
+        polar_quantize(z, 2, 3, 32, codebook=codebook, refit_rounds=1, column_weights=torch.ones(7))
+    with pytest.raises(ValueError, match="codes quantise"):
+        refit_codes(z[:, :20], plain, 1)
+
+
+def test_gaussian_table_is_fixed_cached_and_close_to_kmeans():
+    from llava_fa.fourier.polar_quant import gaussian_table
+
+    table = gaussian_table(2, 3, 32)
+    assert table.shape == (32, 2) and table.dtype == torch.float16
+    assert torch.equal(table, gaussian_table(2, 3, 32))
+    assert float(table.float().norm(dim=1).max()) <= 1.0
+    g = torch.Generator().manual_seed(4)
+    errs = {}
+    for seed in (0, 1):
+        z = torch.complex(torch.randn(64, 64, generator=g), torch.randn(64, 64, generator=g))
+        fixed = polar_quantize(z, 2, 3, 32, codebook="vq", table_fit="gaussian")
+        assert torch.equal(fixed.table, table)  # no per-matrix fit
+        kmeans = polar_quantize(z, 2, 3, 32, codebook="vq")
+        lloyd = polar_quantize(z, 2, 3, 32, codebook="lloyd", phase_aware=True)
+        errs[seed] = [float((z - c.dequantize()).norm() / z.norm()) for c in (fixed, kmeans, lloyd)]
+        assert fixed.nbits() == kmeans.nbits()
+        assert errs[seed][0] < 1.05 * errs[seed][1] and errs[seed][0] < errs[seed][2]
+    # warm starts (Algorithm 1) do not move the fixed table
+    warm = polar_quantize(z, 2, 3, 32, codebook="vq", table_fit="gaussian", init_table=torch.zeros(32, 2))
+    assert torch.equal(warm.table, table)
+    with pytest.raises(ValueError, match="table_fit"):
+        polar_quantize(z, 2, 3, 32, codebook="lloyd", table_fit="gaussian")
+
+
+def test_refit_and_gaussian_table_through_the_public_path():
+    from llava_fa.fourier import CompressionSettings, fourier_approximate
+    from llava_fa.fourier.polar_quant import gaussian_table
+    from llava_fa.quantization.fourier_linear import FourierLinear
+
+    w, x = _layer()
+    sigma = input_second_moment(x)
+    base = CompressionSettings(rank=0, amplitude_bits=2, phase_bits=3, group_size=32, codebook="vq",
+                               table_fit="gaussian")
+    plain = fourier_approximate(w, base)
+    refit = fourier_approximate(w, base.replace(refit_rounds=2))
+    assert torch.equal(plain.quant.table, gaussian_table(2, 3, 32))
+    assert refit.nbits == plain.nbits and refit.error < plain.error
+    module = FourierLinear.from_approximation(refit)
+    torch.testing.assert_close(module.dense_weight(torch.float32), refit.reconstruct().float(), atol=1e-6, rtol=0)
+    low = fourier_approximate(w, base.replace(rank=4, refit_rounds=1, max_iters=2))
+    assert low.error < refit.error
+    from llava_fa.fourier import Calibration
+
+    fed = fourier_approximate(w, base.replace(error_feedback=True, refit_rounds=1),
+                              calibration=Calibration(second_moment=sigma))
+    assert fed.nbits == plain.nbits
+    assert fed.error < output_error(w, refit.reconstruct(), sigma)
+
+
+def test_table_fit_and_refit_rounds_settings_and_config():
+    from llava_fa.fourier import CompressionSettings
+    from llava_fa.quantization.fourier_config import FourierApproxConfig
+
+    assert CompressionSettings().table_fit == "kmeans" and CompressionSettings().refit_rounds == 0
+    config = FourierApproxConfig(codebook="vq", table_fit="gaussian", refit_rounds=2,
+                                 overrides={"up_proj": {"refit_rounds": 0}, "q_proj": {"table_fit": "kmeans"}})
+    s = config.settings_for("model.layers.0.mlp.down_proj")
+    assert (s.codebook, s.table_fit, s.refit_rounds) == ("vq", "gaussian", 2)
+    assert config.settings_for("model.layers.0.mlp.up_proj").refit_rounds == 0
+    assert config.settings_for("model.layers.0.self_attn.q_proj").table_fit == "kmeans"
+    again = FourierApproxConfig.from_dict(config.to_dict())
+    assert again.to_dict() == config.to_dict() and again.table_fit == "gaussian" and again.refit_rounds == 2
+    with pytest.raises(ValueError, match="table_fit"):
+        CompressionSettings(table_fit="kmean")
+    with pytest.raises(TypeError, match="table_fit"):
+        CompressionSettings(codebook="vq", table_fit=1)
+    with pytest.raises(ValueError, match="codebook='vq'"):
+        CompressionSettings(codebook="lloyd", table_fit="gaussian")
+    with pytest.raises(ValueError, match="refit_rounds"):
+        CompressionSettings(refit_rounds=-1)
+    with pytest.raises(TypeError, match="refit_rounds"):
+        CompressionSettings(refit_rounds=1.5)
+    with pytest.raises(ValueError, match="codebook='vq'"):
+        FourierApproxConfig(table_fit="gaussian")
+    with pytest.raises(ValueError, match="overrides\\['up_proj'\\].*codebook='vq'"):
+        FourierApproxConfig(overrides={"up_proj": {"table_fit": "gaussian"}})
+    with pytest.raises(ValueError, match="refit_rounds"):
+        FourierApproxConfig(overrides={"up_proj": {"refit_rounds": -2}})

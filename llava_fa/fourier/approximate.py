@@ -217,7 +217,9 @@ def _alternate(
     """
     spec, rank = problem.spec, settings.rank
     quant_kwargs = dict(group_size=settings.group_size, codebook=settings.codebook, phase_aware=settings.phase_aware,
-                        scale_dtype=settings.scale_dtype)
+                        scale_dtype=settings.scale_dtype, table_fit=settings.table_fit,
+                        refit_rounds=settings.refit_rounds,
+                        column_weights=spectrum_weights(problem.n, problem.transform, device=spec.device))
     q_spec = torch.zeros_like(spec)
     best: Optional[tuple[float, PolarCodes, torch.Tensor, torch.Tensor]] = None
     history: list[float] = []

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from .packing import pack_codes
-from .polar_quant import Codebook, PolarCodes, polar_quantize
+from .polar_quant import Codebook, PolarCodes, TableFit, polar_quantize
 from .transform import from_spectrum, spectrum_columns
 
 if TYPE_CHECKING:
@@ -239,17 +239,23 @@ def error_feedback_quantize(
     block_size: int = DEFAULT_BLOCK,
     act_order: bool = True,
     init_table: Optional[torch.Tensor] = None,
+    table_fit: TableFit = "kmeans",
+    refit_rounds: int = 0,
+    column_weights: Optional[torch.Tensor] = None,
 ) -> PolarCodes:
     """PolarQuant codes of a complex ``(m, c)`` ``target`` rounded by error feedback.
 
     Scales, levels and table are those :func:`~.polar_quant.polar_quantize` fits to
-    ``target`` with the same options; only the codes differ (same storage layout,
-    same bits). See :func:`error_feedback_round` for ``hessian``/``damp``/``block_size``/``act_order``.
+    ``target`` with the same options (``table_fit``, ``refit_rounds``, ``column_weights``
+    included: a refit runs on the plain codes, before error feedback); only the codes differ
+    (same storage layout, same bits). See :func:`error_feedback_round` for
+    ``hessian``/``damp``/``block_size``/``act_order``.
     """
     _check_target(target)
     first = polar_quantize(
         target, amplitude_bits, phase_bits, group_size, codebook=codebook, phase_aware=phase_aware,
-        scale_dtype=scale_dtype, init_table=init_table,
+        scale_dtype=scale_dtype, init_table=init_table, table_fit=table_fit, refit_rounds=refit_rounds,
+        column_weights=column_weights,
     )
     table = first.lookup_table()  # polar grids: index (q_r << b_theta) | q_theta is the joint code
     idx = error_feedback_round(

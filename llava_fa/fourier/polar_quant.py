@@ -17,6 +17,14 @@ spectrum with ``b_r`` amplitude bits and ``b_theta`` phase bits.
   weighted k-means over the group-normalised coefficients (fitted on a strided
   subsample, stored in float16 and counted); each coefficient takes the nearest
   point (lower error than the Lloyd polar grid at the same bits; README, Quality).
+* ``table_fit="gaussian"`` (``"vq"`` only) skips the per-matrix k-means: the table is a fixed
+  one, fitted once per (bits, group length) by the same weighted k-means to group-max normalised
+  complex Gaussian samples (seeded, cached; the spectrum coefficients of a weight row are close to
+  complex Gaussian), then stored like any VQ table.
+* ``refit_rounds=k`` (any codebook) alternates, ``k`` times, least-squares refits of the group
+  scales and of the codebook (Lloyd amplitude levels along each point's phase, or the VQ points)
+  given the codes, with re-choosing each code as the nearest 2-D point of the scaled table
+  (HQQ-like scale search on the 2-D code). Each step lowers the (column-weighted) squared error.
 * ``phase_aware=True`` quantises the amplitude of the projection of ``z`` on the
   chosen phase, ``r cos(theta - theta_hat)``, which is the least-squares optimal
   amplitude for that phase (the paper quantises ``r`` itself: ``phase_aware=False``).
@@ -42,6 +50,11 @@ from .packing import pack_codes, unpack_codes
 from .settings import check_fields
 
 Codebook = Literal["uniform", "lloyd", "vq"]
+TableFit = Literal["kmeans", "gaussian"]
+#: The fixed Gaussian VQ table: samples, k-means rounds and generator seed of its one-off fit.
+GAUSSIAN_TABLE_SAMPLES = 1 << 17
+GAUSSIAN_TABLE_ITERS = 30
+GAUSSIAN_TABLE_SEED = 0
 LLOYD_ITERS = 20
 VQ_ITERS = 15
 #: k-means rounds when starting from a previous table (Algorithm 1 re-quantises a similar residual).
@@ -148,18 +161,56 @@ def polar_quantize(
     phase_aware: bool = False,
     scale_dtype: torch.dtype = torch.float16,
     init_table: Optional[torch.Tensor] = None,
+    table_fit: TableFit = "kmeans",
+    refit_rounds: int = 0,
+    column_weights: Optional[torch.Tensor] = None,
 ) -> PolarCodes:
     """Quantise a complex ``(rows, cols)`` matrix; see the module docstring for the scheme.
 
-    ``init_table`` (``"vq"`` only): start k-means from these ``(2^bits, 2)`` points, with fewer rounds.
+    ``init_table`` (``"vq"`` with ``table_fit="kmeans"`` only): start k-means from these ``(2^bits, 2)``
+    points, with fewer rounds. ``table_fit``, ``refit_rounds``: see the module docstring.
+    ``column_weights``: optional positive ``(cols,)`` weight of each column's squared error in the
+    refit (e.g. the half-spectrum weights, so the refit lowers the spatial error); default uniform.
     """
     if z.dim() != 2 or not z.is_complex():
         raise ValueError(f"polar_quantize expects a 2-D complex matrix, got shape {tuple(z.shape)} dtype {z.dtype}")
-    check_fields({"amplitude_bits": amplitude_bits, "phase_bits": phase_bits, "codebook": codebook})
+    check_fields({"amplitude_bits": amplitude_bits, "phase_bits": phase_bits, "codebook": codebook,
+                  "table_fit": table_fit, "refit_rounds": refit_rounds})
+    if table_fit != "kmeans" and codebook != "vq":
+        raise ValueError(f"table_fit={table_fit!r} applies to codebook='vq' only, got codebook={codebook!r}")
+    if column_weights is not None and (not isinstance(column_weights, torch.Tensor)
+                                       or tuple(column_weights.shape) != (z.shape[1],)):
+        raise ValueError(f"column_weights must be a tensor of shape ({z.shape[1]},), got "
+                         f"{getattr(column_weights, 'shape', type(column_weights).__name__)}")
+    codes = _quantize_once(z, amplitude_bits, phase_bits, group_size, codebook, phase_aware, scale_dtype,
+                           init_table, table_fit)
+    if refit_rounds:
+        codes = refit_codes(z, codes, refit_rounds, column_weights)
+    return codes
+
+
+def _quantize_once(
+    z: torch.Tensor,
+    amplitude_bits: int,
+    phase_bits: int,
+    group_size: Optional[int],
+    codebook: str,
+    phase_aware: bool,
+    scale_dtype: torch.dtype,
+    init_table: Optional[torch.Tensor],
+    table_fit: str,
+) -> PolarCodes:
+    """Max-amplitude group scales, the codebook's fit and nearest codes (no refit)."""
     groups, shape = _grouped(z, group_size)
     amplitude = groups.abs()
     if codebook == "vq":
         scales = _group_scales(amplitude, scale_dtype)
+        if table_fit == "gaussian":
+            table = gaussian_table(amplitude_bits, phase_bits, groups.shape[1]).to(groups.device)
+            idx = _nearest_point(torch.view_as_real(groups / scales.float().unsqueeze(1)).reshape(-1, 2), table.float())
+            return PolarCodes(codes=pack_codes(idx, amplitude_bits + phase_bits), scales=scales,
+                              amplitude_bits=amplitude_bits, phase_bits=phase_bits, group_size=group_size, shape=shape,
+                              codebook="vq", table=table)
         return _vq_quantize(groups, scales, amplitude_bits, phase_bits, group_size, shape, init_table)
     q_theta, miss = _phase_codes(groups, phase_bits)
     if phase_aware:
@@ -175,6 +226,102 @@ def polar_quantize(
     codes = pack_codes(((q_r << phase_bits) | q_theta).reshape(-1), amplitude_bits + phase_bits)
     return PolarCodes(codes=codes, scales=scales, levels=stored_levels, amplitude_bits=amplitude_bits,
                       phase_bits=phase_bits, group_size=group_size, shape=shape, codebook=codebook)
+
+
+def refit_codes(z: torch.Tensor, codes: PolarCodes, rounds: int,
+                column_weights: Optional[torch.Tensor] = None) -> PolarCodes:
+    """``rounds`` alternations of [nearest 2-D codes, least-squares group scales, least-squares codebook].
+
+    Minimises ``sum_k w_k |z_k - scale * table[code_k]|^2`` (``w``: `column_weights` per column, default 1)
+    by block coordinate descent from `codes` (which must quantise `z`): codes given scales and table
+    (nearest point), scales given codes (one weighted least squares per group), then the codebook given
+    both (``"lloyd"``: each amplitude level along its points' phases; ``"vq"``: each point; ``"uniform"``:
+    implied by the bits, not refitted). Ends with the codes nearest to the final scales and table.
+    Scales stay positive (at least 1e-3 of their start) and are rounded to the codes' scale dtype,
+    levels and points to float16, as stored.
+    """
+    groups, shape = _grouped(z, codes.group_size)
+    if shape != codes.shape:
+        raise ValueError(f"codes quantise a {codes.shape} matrix, got z of shape {shape}")
+    rows, cols = shape
+    w = torch.ones(cols, device=z.device) if column_weights is None else column_weights.to(z.device, torch.float32)
+    pad = groups.numel() - rows * cols
+    wts = torch.nn.functional.pad(w.repeat(rows), (0, pad)).view(groups.shape)
+    scale_dtype = codes.scales.dtype
+    scales = codes.scales.float()
+    floor = scales * 1e-3
+    levels = None if codes.levels is None else codes.levels.float()
+    table = codes.lookup_table().to(z.device)
+    n_phase = 1 << codes.phase_bits
+    for _ in range(rounds):
+        idx = _nearest_code(groups, scales, table)
+        t = table[idx]
+        num = (wts * (t.conj() * groups).real).sum(1)
+        den = (wts * t.abs().square()).sum(1)
+        fitted = torch.maximum(num / den.clamp_min(1e-30), floor).to(scale_dtype)
+        if not torch.isfinite(fitted).all():
+            fitted = torch.where(torch.isfinite(fitted), fitted, codes.scales)
+        scales = torch.where(den > 0, fitted.float(), scales)
+        unit = groups / scales.unsqueeze(1)
+        mass_w = (wts * scales.square().unsqueeze(1)).reshape(-1)  # a normalised point's error weight
+        flat_idx = idx.reshape(-1)
+        if codes.codebook == "lloyd" and levels is not None:
+            amp = flat_idx // n_phase
+            phase = table[flat_idx] / table[flat_idx].abs().clamp_min(1e-30)
+            proj = (unit.reshape(-1) * phase.conj()).real
+            mass = torch.zeros_like(levels).index_add_(0, amp, mass_w)
+            moment = torch.zeros_like(levels).index_add_(0, amp, mass_w * proj)
+            levels = torch.where(mass > 0, moment / mass.clamp_min(1e-30), levels).to(torch.float16).float()
+            table = polar_lookup_table(levels, codes.phase_bits)
+        elif codes.codebook == "vq":
+            mass = torch.zeros(table.numel(), device=z.device).index_add_(0, flat_idx, mass_w)
+            moment = torch.zeros_like(table).index_add_(0, flat_idx, mass_w.to(table.dtype) * unit.reshape(-1))
+            table = torch.where(mass > 0, moment / mass.clamp_min(1e-30).to(table.dtype), table)
+            table = torch.view_as_complex(torch.view_as_real(table).to(torch.float16).float().contiguous())
+    idx = _nearest_code(groups, scales, table)
+    return PolarCodes(
+        codes=pack_codes(idx.reshape(-1), codes.code_bits), scales=scales.to(scale_dtype),
+        amplitude_bits=codes.amplitude_bits, phase_bits=codes.phase_bits, group_size=codes.group_size, shape=shape,
+        codebook=codes.codebook, levels=None if levels is None else levels.to(torch.float16),
+        table=None if codes.table is None else torch.view_as_real(table).to(torch.float16).contiguous(),
+    )
+
+
+def _nearest_code(groups: torch.Tensor, scales: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Index (int64, ``groups.shape``) of the nearest point of the complex ``table`` to each ``group / scale``."""
+    unit = torch.view_as_real((groups / scales.unsqueeze(1)).reshape(-1).contiguous())
+    return _nearest_point(unit, torch.view_as_real(table.contiguous())).view(groups.shape)
+
+
+_GAUSSIAN_TABLES: dict[tuple[int, int, int], torch.Tensor] = {}
+
+
+def gaussian_table(amplitude_bits: int, phase_bits: int, group_len: int) -> torch.Tensor:
+    """The fixed VQ table: float16 ``(2^(a+p), 2)`` points (CPU), cached per ``(a, p, group_len)``.
+
+    Weighted k-means (the ``"vq"`` fit: weights ``scale^2``, initialised on the polar grid) of
+    ``GAUSSIAN_TABLE_SAMPLES`` complex Gaussian samples in groups of ``group_len``, each divided by
+    its group's largest amplitude; seeded, so the same on every call and process.
+    """
+    key = (int(amplitude_bits), int(phase_bits), min(int(group_len), GAUSSIAN_TABLE_SAMPLES))
+    if key not in _GAUSSIAN_TABLES:
+        gen = torch.Generator().manual_seed(GAUSSIAN_TABLE_SEED)
+        group_len = key[2]
+        n_groups = max(1, GAUSSIAN_TABLE_SAMPLES // group_len)
+        z = torch.complex(torch.randn(n_groups, group_len, generator=gen), torch.randn(n_groups, group_len, generator=gen))
+        scale = z.abs().amax(1, keepdim=True)
+        unit = torch.view_as_real((z / scale).reshape(-1))
+        weights = scale.square().expand(n_groups, group_len).reshape(-1)
+        n_amp = 1 << amplitude_bits
+        init = (torch.arange(n_amp, dtype=torch.float32) + 0.5) / n_amp
+        points = torch.view_as_real(polar_lookup_table(init, phase_bits)).contiguous()
+        for _ in range(GAUSSIAN_TABLE_ITERS):
+            idx = _nearest_point(unit, points)
+            mass = torch.zeros(points.shape[0]).index_add_(0, idx, weights)
+            moment = torch.zeros_like(points).index_add_(0, idx, unit * weights.unsqueeze(1))
+            points = torch.where(mass.unsqueeze(1) > 0, moment / mass.clamp_min(1e-30).unsqueeze(1), points)
+        _GAUSSIAN_TABLES[key] = points.to(torch.float16)
+    return _GAUSSIAN_TABLES[key].clone()
 
 
 def _grouped(z: torch.Tensor, group_size: Optional[int]) -> tuple[torch.Tensor, tuple[int, int]]:

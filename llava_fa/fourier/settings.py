@@ -20,6 +20,7 @@ import torch
 TRANSFORMS: tuple[str, ...] = ("rfft", "rfft2")
 CODEBOOKS: tuple[str, ...] = ("uniform", "lloyd", "vq")
 SVD_METHODS: tuple[str, ...] = ("exact", "randomized")
+TABLE_FITS: tuple[str, ...] = ("kmeans", "gaussian")
 #: dtypes the factors and scales may be stored in.
 STORAGE_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -49,6 +50,15 @@ class CompressionSettings:
             columns per PolarQuant round). Rounds are then compared by that output error.
         feedback_damp: error-feedback dampening, the fraction of the mean Hessian diagonal added to
             it (GPTQ's ``percdamp``), ``>= 0``; ignored without `error_feedback`.
+        table_fit: how a ``codebook="vq"`` table is fitted: ``"kmeans"`` (2-D k-means per matrix) or
+            ``"gaussian"`` (opt-in: one fixed table, fitted once to normalised complex Gaussian samples
+            and cached; no per-matrix k-means, so about the compression time of ``"lloyd"``; stored
+            and run like any VQ table). Other values of `codebook` need ``"kmeans"``.
+        refit_rounds: rounds of least-squares refit of the group scales and the codebook (Lloyd
+            levels / VQ points) given the codes, each followed by re-choosing the codes (nearest 2-D
+            point), after the first rounding (opt-in; 0: off). Same storage and bits; each round lowers
+            the weight error. With `error_feedback` the refit runs before it (on the plain codes) and
+            the error-feedback codes use the refitted scales and codebook.
     """
 
     rank: int = 16
@@ -65,6 +75,8 @@ class CompressionSettings:
     seed: int = 0
     error_feedback: bool = False
     feedback_damp: float = 0.1
+    table_fit: str = "kmeans"
+    refit_rounds: int = 0
 
     def __post_init__(self) -> None:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -121,6 +133,10 @@ def check_field(name: str, value: Any, where: str = "") -> None:
     elif name == "group_size":
         if value is not None:
             _int_field(name, value, 1, None, where)
+    elif name == "refit_rounds":
+        _int_field(name, value, 0, None, where)
+    elif name == "table_fit":
+        _choice_field(name, value, TABLE_FITS, where)
     elif name == "max_iters":
         _int_field(name, value, 1, None, where)
     elif name == "seed":
@@ -155,7 +171,8 @@ def check_fields(fields: dict[str, Any], where: str = "") -> None:
 
 
 def check_combination(fields: dict[str, Any], where: str = "") -> None:
-    """Checks across fields (`ValueError`): ``error_feedback=True`` needs ``transform="rfft"``.
+    """Checks across fields (`ValueError`): ``error_feedback=True`` needs ``transform="rfft"``,
+    ``table_fit="gaussian"`` needs ``codebook="vq"``.
 
     `fields` may be partial; missing fields take their defaults.
     """
@@ -163,6 +180,9 @@ def check_combination(fields: dict[str, Any], where: str = "") -> None:
     if merged["error_feedback"] and merged["transform"] != "rfft":
         raise ValueError(f"{where}error_feedback=True works in the 1-D rfft basis only, got "
                          f"transform={merged['transform']!r}; set transform='rfft' or error_feedback=False")
+    if merged["table_fit"] != "kmeans" and merged["codebook"] != "vq":
+        raise ValueError(f"{where}table_fit={merged['table_fit']!r} fits a codebook='vq' table, got "
+                         f"codebook={merged['codebook']!r}; set codebook='vq' or table_fit='kmeans'")
 
 
 def check_rank_fits(rank: int, rows: int, cols: int) -> None:
@@ -171,5 +191,5 @@ def check_rank_fits(rank: int, rows: int, cols: int) -> None:
         raise ValueError(f"rank={rank} exceeds the largest rank of the {rows} x {cols} spectrum ({min(rows, cols)})")
 
 
-__all__ = ["CODEBOOKS", "DEFAULTS", "FIELDS", "STORAGE_DTYPES", "SVD_METHODS", "TRANSFORMS", "CompressionSettings",
+__all__ = ["CODEBOOKS", "DEFAULTS", "FIELDS", "STORAGE_DTYPES", "SVD_METHODS", "TABLE_FITS", "TRANSFORMS", "CompressionSettings",
            "check_combination", "check_field", "check_fields", "check_rank_fits"]

@@ -11,7 +11,7 @@ overrides, dtypes as strings, the calibration file).
 
 Per-module settings: `overrides` maps a pattern to a dict of per-matrix fields (`rank`,
 `amplitude_bits`, `phase_bits`, `group_size`, `transform`, `max_iters`, `svd_method`, `codebook`,
-`phase_aware`, `error_feedback`, `feedback_damp`). Patterns are matched like peft's `rank_pattern`: a regular expression that must
+`phase_aware`, `error_feedback`, `feedback_damp`, `table_fit`, `refit_rounds`). Patterns are matched like peft's `rank_pattern`: a regular expression that must
 match a whole suffix of the module name made of complete dotted components
 (``re.fullmatch(rf"(.*\.)?{pattern}", name)``): `"layers.1.mlp.up_proj"` or `"up_proj"` hit
 `model.layers.1.mlp.up_proj`, `"layers.1"` hits the module `model.layers.1` only (not its children and
@@ -55,7 +55,7 @@ DEFAULT_MODULES_TO_NOT_CONVERT: tuple[str, ...] = ("lm_head", "embed_tokens", "e
 #: Fields that `overrides` may change per module (the per-matrix compression settings).
 PER_MODULE_FIELDS: tuple[str, ...] = (
     "rank", "amplitude_bits", "phase_bits", "group_size", "transform", "max_iters", "svd_method",
-    "codebook", "phase_aware", "error_feedback", "feedback_damp",
+    "codebook", "phase_aware", "error_feedback", "feedback_damp", "table_fit", "refit_rounds",
 )
 
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -96,6 +96,13 @@ class FourierApproxConfig(QuantizationConfigMixin):
             the same bits, more compression time; needs `calibration` (a file written with
             ``second_moment=True``) and ``transform="rfft"``.
         feedback_damp: its dampening, the fraction of the mean Hessian diagonal added to it (>= 0).
+        table_fit: ``"kmeans"`` (default: a 2-D k-means table per matrix) or ``"gaussian"`` (opt-in, with
+            ``codebook="vq"``: one fixed table fitted once to normalised complex Gaussian samples; the
+            quality of a per-matrix k-means table at about the compression time of ``"lloyd"``; same
+            storage and kernels as any VQ table).
+        refit_rounds: opt-in (default 0) rounds of least-squares refit of the group scales and the
+            codebook given the codes, each followed by re-rounding: lower weight error at the same bits,
+            a little more compression time per round (one nearest-point search).
         factor_dtype, scale_dtype: storage dtypes (names or `torch.dtype`) of the factors and the
             amplitude scales; factors are trainable float32 parameters in memory.
         calibration: `None` or the path of a statistics file written by `llava_fa.calibrate`; makes the
@@ -128,6 +135,8 @@ class FourierApproxConfig(QuantizationConfigMixin):
         phase_aware: bool = DEFAULTS["phase_aware"],
         error_feedback: bool = DEFAULTS["error_feedback"],
         feedback_damp: float = DEFAULTS["feedback_damp"],
+        table_fit: str = DEFAULTS["table_fit"],
+        refit_rounds: int = DEFAULTS["refit_rounds"],
         factor_dtype: Any = DEFAULTS["factor_dtype"],
         scale_dtype: Any = DEFAULTS["scale_dtype"],
         seed: int = DEFAULTS["seed"],
@@ -150,6 +159,7 @@ class FourierApproxConfig(QuantizationConfigMixin):
         self.transform, self.max_iters, self.svd_method, self.codebook = transform, max_iters, svd_method, codebook
         self.phase_aware, self.seed = phase_aware, seed
         self.error_feedback, self.feedback_damp = error_feedback, feedback_damp
+        self.table_fit, self.refit_rounds = table_fit, refit_rounds
         self.factor_dtype = _dtype_name(factor_dtype, "factor_dtype", allow_none=False)
         self.scale_dtype = _dtype_name(scale_dtype, "scale_dtype", allow_none=False)
         self.compute_dtype = _dtype_name(compute_dtype, "compute_dtype", allow_none=True)
