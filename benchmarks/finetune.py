@@ -108,7 +108,7 @@ SIZES: dict[str, TaskSize] = {
     "full": TaskSize(n_train=2000, n_val=200, n_test=400, image_size=64, patch_size=16, vision_hidden=64,
                      vision_layers=2, vision_feature_layer=-2, text_hidden=128, text_layers=2, stage1_steps=30,
                      stage2_epochs=10.0, stage2_lr=1e-3, batch_size=32, rank=4, recovery_steps=100,
-                     recovery_lrs=(3e-5, 1e-4, 3e-4), baseline_lrs=(3e-4, 1e-3, 3e-3), vision_pretrain_epochs=10,
+                     recovery_lrs=(3e-5, 1e-4, 3e-4, 1e-3), baseline_lrs=(3e-4, 1e-3, 3e-3, 1e-2), vision_pretrain_epochs=10,
                      vision_pretrain_images=8000,
                      stage2_parts=("language_model",)),
     "ci": TaskSize(n_train=48, n_val=16, n_test=16, image_size=32, patch_size=16, vision_hidden=32,
@@ -120,7 +120,6 @@ SIZES: dict[str, TaskSize] = {
 #: The bit settings compared: ours (PolarQuant bits per complex coefficient) vs RTN at about the same bits.
 BIT_SETTINGS: list[dict[str, Any]] = [
     {"tag": "fourier", "amplitude_bits": 3, "phase_bits": 5, "rtn_bits": 4, "rtn_group": 128, "with_rank0": True},
-    {"tag": "fourier2", "amplitude_bits": 2, "phase_bits": 3, "rtn_bits": 2, "rtn_group": 64, "with_rank0": True},
     {"tag": "fourier22", "amplitude_bits": 2, "phase_bits": 2, "rtn_bits": 2, "rtn_group": 128, "with_rank0": True},
 ]
 
