@@ -3,10 +3,12 @@
 #   1. benchmarks/decode.py --device cuda: per-layer latency, Qwen2.5-7B shapes, batch 1/4/16/64/512,
 #      CUDA graphs + L2 flush, rows bf16 / ours / ours variants / int4 tinygemm / installed peers,
 #      plus a torch.compile(mode="reduce-overhead") check of two layers;
-#   2. CUDA tests of llava_fa.kernels (fixed Triton configs: LLAVA_FA_AUTOTUNE=0, fewer compilations).
-# Expects the transformers wheel in .whl/ (the GPU image's transformers is older; fetch it once with
+#   2. the CUDA-marked tests: kernels (fixed Triton configs: LLAVA_FA_AUTOTUNE=0, fewer compilations),
+#      FourierLinear / core on CUDA, and the bf16-autocast adapter training step (peft).
+# Expects the transformers, peft and accelerate wheels in .whl/ (the GPU image's transformers is older and has
+# no peft; fetch them once with
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux2014_x86_64 -d .whl transformers==5.24.0
+#     --platform manylinux2014_x86_64 -d .whl transformers==5.24.0 peft==0.21.2 accelerate==1.15.0
 # and carry .whl). Everything lands
 # in $OUT (log.txt, decode_cuda.json, decode_cuda.md); copy them into benchmarks/results/ afterwards.
 #   bash benchmarks/gpu_run.sh                 # all
@@ -21,6 +23,6 @@ python3 -c "import importlib.util as u; print({p: bool(u.find_spec(p)) for p in 
 BATCH_ARG=${BATCHES:+--batches $BATCHES}
 timeout ${BENCH_TIMEOUT:-330} python3 benchmarks/decode.py --device cuda --compile-check $BATCH_ARG --output "$OUT/decode_cuda.json" 2>&1 | tee -a "$LOG"
 if [ -z "$SKIP_TESTS" ]; then
-  LLAVA_FA_AUTOTUNE=0 timeout ${TEST_TIMEOUT:-150} python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_kernels.py 2>&1 | tail -n 25 | tee -a "$LOG"
+  LLAVA_FA_AUTOTUNE=0 timeout ${TEST_TIMEOUT:-150} python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_kernels.py tests/test_fourier_linear.py tests/test_fourier_core.py tests/test_adapters.py 2>&1 | tail -n 25 | tee -a "$LOG"
 fi
 ls -la "$OUT"
