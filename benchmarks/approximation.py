@@ -158,6 +158,8 @@ EVALUATION: tuple[str, ...] = SENTENCES[8:] + EVALUATION_EXTRA
 #: Lloyd amplitude levels, phase-aware amplitude, one float16 scale per 64 coefficients.
 BEST = dict(transform="rfft", group_size=64, codebook="lloyd", phase_aware=True, amplitude_bits=3, phase_bits=5)
 PAPER = dict(PAPER_SETTINGS, amplitude_bits=4, phase_bits=4)
+#: The opt-in fixed VQ table (no per-matrix k-means; benchmarks/quality_research.py has the search behind it).
+VQ_GAUSSIAN = dict(BEST, codebook="vq", table_fit="gaussian")
 #: Dampening for every error-feedback method, ours and GPTQ (0.01 / 0.1 / 0.3 swept; 0.1 best for both).
 DAMP = 0.1
 
@@ -183,14 +185,14 @@ def fourier(rank: int, calibrated: bool = False, spectral: bool = False, **setti
     return run
 
 
-def feedback(rank: int = 0, codebook: str = "lloyd", group_size: int = 64, channel: bool = False) -> Method:
+def feedback(rank: int = 0, codebook: str = "lloyd", group_size: int = 64, channel: bool = False, **extra) -> Method:
     """Fourier codes rounded by error feedback with the calibration second moment (``+EF`` rows).
 
     The public path: ``fourier_approximate`` with ``CompressionSettings(error_feedback=True)`` and a
     ``Calibration`` holding the second moment (and the channel power with ``channel``).
     """
     settings = CompressionSettings(**dict(BEST, codebook=codebook, group_size=group_size), rank=rank,
-                                   svd_method="randomized", error_feedback=True, feedback_damp=DAMP)
+                                   svd_method="randomized", error_feedback=True, feedback_damp=DAMP, **extra)
 
     def run(w: torch.Tensor, key: str) -> tuple[torch.Tensor, int]:
         calib = Calibration(second_moment=CAL_SIGMA[key], channel=CAL_POWER[key] if channel else None)
@@ -263,6 +265,12 @@ def methods(with_hqq: bool) -> dict[str, Method]:
         "spatial pairs, same quantiser (lloyd 3+5) r0": spatial(lambda w: baselines.spatial_pairs(w, "lloyd")),
         "fourier best r0 +calib (channel scale)": fourier(0, calibrated=True, **BEST),
         "fourier vq r0 +EF": feedback(0, codebook="vq"),
+        "fourier vq-gaussian r0 +EF": feedback(0, codebook="vq", table_fit="gaussian"),
+        "fourier vq-gaussian g48 refit3 r0 +EF": feedback(0, codebook="vq", group_size=48, table_fit="gaussian",
+                                                          refit_rounds=3),
+        "fourier vq-gaussian r0": fourier(0, **VQ_GAUSSIAN),
+        "fourier vq-gaussian g40 refit5 r0": fourier(0, **dict(VQ_GAUSSIAN, group_size=40), refit_rounds=5),
+        "fourier vq-gaussian refit3 r8": fourier(8, **VQ_GAUSSIAN, refit_rounds=3),
         "fourier vq r0": fourier(0, **vq),
         "spatial pairs, same EF quantiser (vq 3+5) r0": pairs_feedback("vq"),
         "spatial pairs, same quantiser (vq 3+5) r0": spatial(lambda w: baselines.spatial_pairs(w, "vq")),

@@ -233,11 +233,16 @@ def methods() -> dict[str, Method]:
     # the kept ideas through the public path (fourier_approximate + CompressionSettings), and the baselines
     vq_g = dict(A.BEST, codebook="vq", table_fit="gaussian")
     public = {
+        "P lloyd g64 r0 (default)": public_row(0, **A.BEST),
         "P lloyd g64 refit3 r0": public_row(0, **A.BEST, refit_rounds=3),
         "P lloyd g32 refit3 r0": public_row(0, **dict(A.BEST, group_size=32), refit_rounds=3),
         "P vq-gaussian g64 r0": public_row(0, **vq_g),
         "P vq-gaussian g64 refit3 r0": public_row(0, **vq_g, refit_rounds=3),
         "P vq-gaussian g48 refit3 r0": public_row(0, **dict(vq_g, group_size=48), refit_rounds=3),
+        "P vq-gaussian g40 refit3 r0": public_row(0, **dict(vq_g, group_size=40), refit_rounds=3),
+        "P vq-gaussian g64 refit5 r0": public_row(0, **vq_g, refit_rounds=5),
+        "P vq-gaussian g48 refit5 r0": public_row(0, **dict(vq_g, group_size=48), refit_rounds=5),
+        "P vq-gaussian g40 refit5 r0": public_row(0, **dict(vq_g, group_size=40), refit_rounds=5),
         "P vq-gaussian g64 r0 +EF": public_row(0, ef=True, **vq_g),
         "P vq-gaussian g64 refit3 r0 +EF": public_row(0, ef=True, **vq_g, refit_rounds=3),
         "P vq-gaussian g48 refit3 r0 +EF": public_row(0, ef=True, **dict(vq_g, group_size=48), refit_rounds=3),
@@ -246,6 +251,7 @@ def methods() -> dict[str, Method]:
         "P vq-gaussian g64 refit3 r8": public_row(8, **vq_g, refit_rounds=3),
         "P vq-gaussian g48 refit3 r8": public_row(8, **dict(vq_g, group_size=48), refit_rounds=3),
         "P lloyd g64 refit3 r8": public_row(8, **A.BEST, refit_rounds=3),
+        "P vq-gaussian g40 refit5 r8": public_row(8, **dict(vq_g, group_size=40), refit_rounds=5),
     }
     rows.update(public)
     baseline_rows = A.methods(with_hqq=False)
