@@ -120,7 +120,8 @@ def alternate_plain(z: torch.Tensor, wts: torch.Tensor, table: torch.Tensor, sca
     return idx, scales, table
 
 
-def start_codebook(spec: torch.Tensor, group: int, codebook: str) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], int]:
+def start_codebook(spec: torch.Tensor, group: int,
+                   codebook: str) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], int]:
     """Initial (scales, table, polar levels or None, table bits) as PolarQuant fits them (max-amplitude scales)."""
     if codebook == "universal":
         z, _ = _groups(spec, group)
@@ -247,6 +248,7 @@ def methods() -> dict[str, Method]:
         "P vq-gaussian g64 refit3 r0 +EF": public_row(0, ef=True, **vq_g, refit_rounds=3),
         "P vq-gaussian g48 refit3 r0 +EF": public_row(0, ef=True, **dict(vq_g, group_size=48), refit_rounds=3),
         "P vq-gaussian g48 r0 +EF": public_row(0, ef=True, **dict(vq_g, group_size=48)),
+        "P lloyd g64 r0 +EF (today's opt-in)": public_row(0, ef=True, **A.BEST),
         "P lloyd g64 refit3 r0 +EF": public_row(0, ef=True, **A.BEST, refit_rounds=3),
         "P vq-gaussian g64 refit3 r8": public_row(8, **vq_g, refit_rounds=3),
         "P vq-gaussian g48 refit3 r8": public_row(8, **dict(vq_g, group_size=48), refit_rounds=3),

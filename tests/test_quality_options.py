@@ -252,6 +252,16 @@ def test_refit_and_gaussian_table_through_the_public_path():
                               calibration=Calibration(second_moment=sigma))
     assert fed.nbits == plain.nbits
     assert fed.error < output_error(w, refit.reconstruct(), sigma)
+    # without a refit, error feedback on the fixed table skips the plain codes: same codes as rounding by hand
+    spec, h = to_spectrum(w, "rfft"), spectral_hessian(sigma)
+    fast = error_feedback_quantize(spec, h, 2, 3, 32, codebook="vq", table_fit="gaussian")
+    plain_spec = polar_quantize(spec, 2, 3, 32, codebook="vq", table_fit="gaussian")
+    by_hand = error_feedback_round(spec, h, plain_spec.scales.float(), plain_spec.lookup_table(), 32)
+    torch.testing.assert_close(fast.dequantize(), plain_spec.lookup_table()[by_hand]
+                               * plain_spec.scales.float().repeat_interleave(32)[: by_hand.numel()].view_as(by_hand))
+    assert torch.equal(fast.table, plain_spec.table) and torch.equal(fast.scales, plain_spec.scales)
+    with pytest.raises(ValueError, match="amplitude_bits"):
+        error_feedback_quantize(spec, h, 0, 3, 32, codebook="vq", table_fit="gaussian")
 
 
 def test_table_fit_and_refit_rounds_settings_and_config():

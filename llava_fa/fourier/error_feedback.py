@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 from .packing import pack_codes
-from .polar_quant import Codebook, PolarCodes, TableFit, polar_quantize
+from .polar_quant import Codebook, PolarCodes, TableFit, _quantize_once, polar_quantize
+from .settings import check_fields
 from .transform import from_spectrum, spectrum_columns
 
 if TYPE_CHECKING:
@@ -252,11 +253,17 @@ def error_feedback_quantize(
     ``hessian``/``damp``/``block_size``/``act_order``.
     """
     _check_target(target)
-    first = polar_quantize(
-        target, amplitude_bits, phase_bits, group_size, codebook=codebook, phase_aware=phase_aware,
-        scale_dtype=scale_dtype, init_table=init_table, table_fit=table_fit, refit_rounds=refit_rounds,
-        column_weights=column_weights,
-    )
+    if table_fit == "gaussian" and codebook == "vq" and not refit_rounds:
+        # the fixed table needs no plain codes: error feedback chooses them below
+        check_fields({"amplitude_bits": amplitude_bits, "phase_bits": phase_bits})
+        first = _quantize_once(target, amplitude_bits, phase_bits, group_size, codebook, phase_aware, scale_dtype,
+                               None, table_fit, with_codes=False)
+    else:
+        first = polar_quantize(
+            target, amplitude_bits, phase_bits, group_size, codebook=codebook, phase_aware=phase_aware,
+            scale_dtype=scale_dtype, init_table=init_table, table_fit=table_fit, refit_rounds=refit_rounds,
+            column_weights=column_weights,
+        )
     table = first.lookup_table()  # polar grids: index (q_r << b_theta) | q_theta is the joint code
     idx = error_feedback_round(
         target, hessian, first.scales.float(), table, group_size,

@@ -199,14 +199,23 @@ def _quantize_once(
     scale_dtype: torch.dtype,
     init_table: Optional[torch.Tensor],
     table_fit: str,
+    with_codes: bool = True,
 ) -> PolarCodes:
-    """Max-amplitude group scales, the codebook's fit and nearest codes (no refit)."""
+    """Max-amplitude group scales, the codebook's fit and nearest codes (no refit).
+
+    ``with_codes=False`` (``table_fit="gaussian"`` only): the codes are left at 0, for a caller that replaces them.
+    """
     groups, shape = _grouped(z, group_size)
     amplitude = groups.abs()
     if codebook == "vq":
         scales = _group_scales(amplitude, scale_dtype)
         if table_fit == "gaussian":
             table = gaussian_table(amplitude_bits, phase_bits, groups.shape[1]).to(groups.device)
+            if not with_codes:  # the caller chooses the codes itself (error feedback): skip the nearest search
+                return PolarCodes(codes=pack_codes(torch.zeros(groups.numel(), dtype=torch.int64, device=z.device),
+                                                   amplitude_bits + phase_bits), scales=scales,
+                                  amplitude_bits=amplitude_bits, phase_bits=phase_bits, group_size=group_size,
+                                  shape=shape, codebook="vq", table=table)
             idx = _nearest_point(torch.view_as_real(groups / scales.float().unsqueeze(1)).reshape(-1, 2), table.float())
             return PolarCodes(codes=pack_codes(idx, amplitude_bits + phase_bits), scales=scales,
                               amplitude_bits=amplitude_bits, phase_bits=phase_bits, group_size=group_size, shape=shape,

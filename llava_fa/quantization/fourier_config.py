@@ -11,7 +11,8 @@ overrides, dtypes as strings, the calibration file).
 
 Per-module settings: `overrides` maps a pattern to a dict of per-matrix fields (`rank`,
 `amplitude_bits`, `phase_bits`, `group_size`, `transform`, `max_iters`, `svd_method`, `codebook`,
-`phase_aware`, `error_feedback`, `feedback_damp`, `table_fit`, `refit_rounds`). Patterns are matched like peft's `rank_pattern`: a regular expression that must
+`phase_aware`, `error_feedback`, `feedback_damp`, `table_fit`, `refit_rounds`). Patterns are matched like peft's
+`rank_pattern`: a regular expression that must
 match a whole suffix of the module name made of complete dotted components
 (``re.fullmatch(rf"(.*\.)?{pattern}", name)``): `"layers.1.mlp.up_proj"` or `"up_proj"` hit
 `model.layers.1.mlp.up_proj`, `"layers.1"` hits the module `model.layers.1` only (not its children and
