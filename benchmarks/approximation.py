@@ -270,7 +270,7 @@ def methods(with_hqq: bool) -> dict[str, Method]:
                                                           refit_rounds=3),
         "fourier vq-gaussian r0": fourier(0, **VQ_GAUSSIAN),
         "fourier vq-gaussian g40 refit5 r0": fourier(0, **dict(VQ_GAUSSIAN, group_size=40), refit_rounds=5),
-        "fourier vq-gaussian refit3 r8": fourier(8, **VQ_GAUSSIAN, refit_rounds=3),
+        "fourier vq-gaussian g40 refit5 r8": fourier(8, **dict(VQ_GAUSSIAN, group_size=40), refit_rounds=5),
         "fourier vq r0": fourier(0, **vq),
         "spatial pairs, same EF quantiser (vq 3+5) r0": pairs_feedback("vq"),
         "spatial pairs, same quantiser (vq 3+5) r0": spatial(lambda w: baselines.spatial_pairs(w, "vq")),

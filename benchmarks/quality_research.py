@@ -18,6 +18,11 @@ mean over the 36 matrices; ``1 - cos`` of the whole encoder's sentence embedding
   normalised complex Gaussian samples: a vq-shaped code without the per-matrix k-means.
 * **group size**: g48 / g32 spend the bits budget up to NF4 g64's 4.25 bits/weight.
 
+Row prefixes: ``U``/``C`` (uncalibrated / error feedback) run the research implementation in this
+file (its "universal" table: 2^18 samples, 40 k-means rounds); ``P`` rows run the package path
+(``fourier_approximate`` with ``table_fit`` / ``refit_rounds``; its Gaussian table: 2^17 samples,
+30 rounds); ``B`` rows are baselines from ``approximation.py``, rerun in the same process.
+
 Rows are merged into ``benchmarks/results/quality_research_cpu.{json,md}`` (a rerun of a row
 replaces it).
 """
