@@ -259,6 +259,9 @@ def methods() -> dict[str, Method]:
         "P vq-gaussian g48 refit3 r8": public_row(8, **dict(vq_g, group_size=48), refit_rounds=3),
         "P lloyd g64 refit3 r8": public_row(8, **A.BEST, refit_rounds=3),
         "P vq-gaussian g40 refit5 r8": public_row(8, **dict(vq_g, group_size=40), refit_rounds=5),
+        "P vq-gaussian g40 r0": public_row(0, **dict(vq_g, group_size=40)),
+        "P vq-gaussian g40 r8": public_row(8, **dict(vq_g, group_size=40)),
+        "P vq-gaussian g40 refit1 r8": public_row(8, **dict(vq_g, group_size=40), refit_rounds=1),
     }
     rows.update(public)
     baseline_rows = A.methods(with_hqq=False)
