@@ -148,3 +148,13 @@ def test_switched_off_kernel_falls_back_to_the_torch_path():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-5
+
+
+def test_inference_under_autocast_keeps_float32_arithmetic():
+    layer = _layer(32, 64, group=32, rank=2)
+    x = torch.randn(2, 64)
+    with torch.no_grad():
+        expected = fourier_linear_forward(layer, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = fourier_linear_forward(layer, x)
+    assert got.dtype == torch.float32 and torch.equal(got, expected)

@@ -14,6 +14,7 @@ registered by the first copy is reused: both copies implement the same function.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -155,11 +156,19 @@ def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tens
         spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
                              group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
         y = quantized_matmul(interleaved_input(uv, n), spec)
-    if l1 is not None:  # y is a fresh float32 tensor: accumulate in place
-        y.addmm_(uv.flatten(1) @ prep["lr_in"].T, prep["lr_out"].T)
+    if l1 is not None:  # y is a fresh float32 tensor: accumulate in place, in float32 even under autocast
+        with _without_autocast(x.device.type):
+            y.addmm_(uv.flatten(1) @ prep["lr_in"].T, prep["lr_out"].T)
     if bias is not None:
         y.add_(bias)
     return y.to(out_dtype)
+
+
+def _without_autocast(device_type: str):
+    """A context that turns autocast off where it is on (the op's float32 arithmetic is part of its contract)."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _fourier_linear_fake(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features, phase_bits,
