@@ -25,7 +25,7 @@ PROG = "llava-fa"
 COMPRESSION_FLAGS: dict[str, str] = {
     "rank": "rank", "amplitude_bits": "amplitude_bits", "phase_bits": "phase_bits", "group_size": "group_size",
     "codebook": "codebook", "transform": "transform", "error_feedback": "error_feedback",
-    "feedback_damp": "feedback_damp",
+    "feedback_damp": "feedback_damp", "table_fit": "table_fit", "refit_rounds": "refit_rounds",
 }
 
 
@@ -418,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = config_defaults()
     codebooks = _choices("llava_fa.fourier.settings", "CODEBOOKS", ("uniform", "lloyd", "vq"))
     transforms = _choices("llava_fa.fourier.settings", "TRANSFORMS", ("rfft", "rfft2"))
+    table_fits = _choices("llava_fa.fourier.settings", "TABLE_FITS", ("kmeans", "gaussian"))
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fourier-domain compression (LLaVA-FA) of LLaVA-style and transformers models: compress, "
@@ -453,6 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "lower output error, ~10-14x the CPU compression time)")
     p.add_argument("--feedback-damp", type=float, default=argparse.SUPPRESS,
                    help=f"error-feedback dampening (default {defaults.get('feedback_damp')})")
+    p.add_argument("--table-fit", choices=table_fits, default=argparse.SUPPRESS,
+                   help=f"with --codebook vq: 'gaussian' uses one fixed fitted table instead of per-matrix k-means "
+                        f"(default {defaults.get('table_fit')})")
+    p.add_argument("--refit-rounds", type=int, default=argparse.SUPPRESS,
+                   help=f"least-squares refits of scales and codebook after rounding (default "
+                        f"{defaults.get('refit_rounds')}; each round costs about one more rounding pass)")
     p.add_argument("--override", action="append", default=[], metavar="PATTERN.FIELD=VALUE",
                    help="per-module setting, PATTERN a regex on module names; repeatable")
     p.add_argument("--device-map", default=None, help="e.g. 'auto' or 'cuda:0' (default: transformers' default)")

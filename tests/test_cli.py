@@ -368,6 +368,17 @@ def test_calibrate_second_moment_then_compress_with_error_feedback(tiny_folder, 
     assert config["error_feedback"] is True and config["feedback_damp"] == 0.05
     assert "| error-feedback rounding | yes (dampening 0.05) |" in (out_dir / "README.md").read_text()
 
+    vq_dir = tmp_path / "vq"  # the fixed Gaussian table and least-squares refits, uncalibrated
+    code, _, err = run(["compress", str(tiny_folder), str(vq_dir), *FAST_FLAGS, "--codebook", "vq", "--table-fit",
+                        "gaussian", "--refit-rounds", "2", "--base-model", BASE_MODEL], capsys)
+    assert code == 0, err
+    config = json.loads((vq_dir / "config.json").read_text())["quantization_config"]
+    assert config["table_fit"] == "gaussian" and config["refit_rounds"] == 2
+    card = (vq_dir / "README.md").read_text()
+    assert "`vq` (fixed Gaussian table)" in card and "| least-squares refit rounds | 2 |" in card
+    code, _, err = run(["compress", str(tiny_folder), str(tmp_path / "bad"), "--table-fit", "gaussian"], capsys)
+    assert_one_line_error(code, err, "compress", "table_fit")
+
     code, _, err = run(["compress", str(tiny_folder), str(tmp_path / "no"), "--error-feedback"], capsys)
     assert_one_line_error(code, err, "compress", "error_feedback", "calibrat")
     assert not (tmp_path / "no").exists()

@@ -22,12 +22,15 @@ from .calibration import (
 )
 from .error_feedback import approximate_with_feedback, error_feedback_quantize, input_second_moment, spectral_hessian
 from .packing import pack_codes, unpack_codes
-from .polar_quant import PolarCodes, polar_quantize
-from .settings import CompressionSettings
+from .polar_quant import PolarCodes, gaussian_table, polar_quantize, refit_codes
+from .settings import TABLE_FITS, CompressionSettings
 from .svd import fourier_svd
 from .transform import from_spectrum, spectrum_columns, spectrum_weights, to_spectrum
 
 __all__ = [
+    "TABLE_FITS",
+    "gaussian_table",
+    "refit_codes",
     "PAPER_SETTINGS",
     "Calibration",
     "CalibrationFile",
