@@ -16,6 +16,20 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
+def correlated_layer(m: int = 48, n: int = 64, tokens: int = 512, seed: int = 0):
+    """A weight ``(m, n)`` and correlated inputs ``(tokens, n)`` with a few loud channels (like transformer
+    activations): the matrices the calibration and error-feedback tests compress."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(m, n, generator=g) * 0.05
+    mix = torch.randn(n, n, generator=g) / n**0.5 + torch.eye(n)
+    loud = torch.ones(n)
+    loud[:4] = 8.0
+    x = (torch.randn(tokens, n, generator=g) @ mix) * loud
+    return w, x
+
+
 def gradient_image(width: int = 40, height: int = 30, seed: int = 0) -> Image.Image:
     """A deterministic RGB gradient (plus a seeded tint) as a PIL image."""
     yy, xx = np.mgrid[0:height, 0:width]

@@ -8,6 +8,7 @@ import os
 
 import pytest
 import torch
+from conftest import correlated_layer
 from safetensors import safe_open
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,18 +21,6 @@ from llava_fa.quantization import (  # noqa: E402
     fourier_integration,  # noqa: E402
     is_fourier_linear,
 )
-
-
-def _layer(m: int = 48, n: int = 64, tokens: int = 512, seed: int = 0):
-    """A weight and correlated inputs with a few loud channels (like transformer activations)."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(m, n, generator=g) * 0.05
-    mix = torch.randn(n, n, generator=g) / n**0.5 + torch.eye(n)
-    loud = torch.ones(n)
-    loud[:4] = 8.0
-    x = (torch.randn(tokens, n, generator=g) @ mix) * loud
-    return w, x
-
 
 # ----- settings ---------------------------------------------------------------------------------
 
@@ -60,7 +49,7 @@ def test_settings_fields_defaults_and_validation():
 
 @pytest.mark.parametrize("codebook", ["lloyd", "vq"])
 def test_rank0_feedback_lowers_output_error_in_the_same_format(codebook):
-    w, x = _layer()
+    w, x = correlated_layer()
     sigma = input_second_moment(x)
     settings = CompressionSettings(rank=0, codebook=codebook)
     plain = fourier_approximate(w, settings)
@@ -76,7 +65,7 @@ def test_rank0_feedback_lowers_output_error_in_the_same_format(codebook):
     assert fed.error == pytest.approx(err_fed, rel=1e-5) and fed.history == [fed.error]
     assert err_fed < 0.8 * err_plain, (err_fed, err_plain)
     # held-out inputs from the same distribution agree
-    _, x_test = _layer(seed=0, tokens=2048)
+    _, x_test = correlated_layer(seed=0, tokens=2048)
     held_out = input_second_moment(x_test[512:])
     assert output_error(w, fed.reconstruct(), held_out) < 0.85 * output_error(w, plain.reconstruct(), held_out)
     again = fourier_approximate(w, settings.replace(error_feedback=True), calibration=Calibration(second_moment=sigma))
@@ -84,7 +73,7 @@ def test_rank0_feedback_lowers_output_error_in_the_same_format(codebook):
 
 
 def test_low_rank_feedback_keeps_the_best_round_and_factor_layout():
-    w, x = _layer()
+    w, x = correlated_layer()
     sigma = input_second_moment(x)
     settings = CompressionSettings(rank=4, max_iters=3, error_feedback=True)
     fed = fourier_approximate(w, settings, calibration=Calibration(second_moment=sigma))
@@ -99,7 +88,7 @@ def test_low_rank_feedback_keeps_the_best_round_and_factor_layout():
 
 
 def test_feedback_composes_with_the_channel_scale_and_the_other_weights():
-    w, x = _layer()
+    w, x = correlated_layer()
     sigma, power = input_second_moment(x), x.square().mean(0)
     settings = CompressionSettings(rank=0)
     scaled = fourier_approximate(w, settings, calibration=Calibration(channel=power))
@@ -118,7 +107,7 @@ def test_feedback_composes_with_the_channel_scale_and_the_other_weights():
 
 
 def test_odd_inputs_and_one_scale_per_matrix():
-    w, x = _layer(n=63)
+    w, x = correlated_layer(n=63)
     sigma = input_second_moment(x)
     for group_size in (64, None):
         settings = CompressionSettings(rank=0, group_size=group_size)
@@ -130,7 +119,7 @@ def test_odd_inputs_and_one_scale_per_matrix():
 
 
 def test_feedback_bad_input_raises_clear_errors():
-    w, x = _layer()
+    w, x = correlated_layer()
     sigma = input_second_moment(x)
     on = CompressionSettings(rank=0, error_feedback=True)
     with pytest.raises(ValueError, match="needs the layer's input second moment.*second_moment="):

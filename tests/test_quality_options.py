@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import correlated_layer
 
 from llava_fa.fourier import from_spectrum, polar_quantize, to_spectrum
 from llava_fa.fourier.error_feedback import (
@@ -22,17 +23,6 @@ from llava_fa.fourier.error_feedback import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import baselines  # noqa: E402
-
-
-def _layer(m: int = 48, n: int = 64, tokens: int = 512, seed: int = 0):
-    """A weight and correlated inputs with a few loud channels (like transformer activations)."""
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(m, n, generator=g) * 0.05
-    mix = torch.randn(n, n, generator=g) / n**0.5 + torch.eye(n)
-    loud = torch.ones(n)
-    loud[:4] = 8.0
-    x = (torch.randn(tokens, n, generator=g) @ mix) * loud
-    return w, x
 
 
 @pytest.mark.parametrize("n", [16, 15])
@@ -53,7 +43,7 @@ def test_spectral_hessian_by_fft_equals_basis_form(n):
 
 
 def test_spectral_hessian_gives_output_energy():
-    w, x = _layer()
+    w, x = correlated_layer()
     sigma = input_second_moment(x)
     d = torch.linspace(0.5, 2.0, w.shape[1])
     p = torch.view_as_real(to_spectrum(w * d, "rfft")).reshape(w.shape[0], -1)
@@ -74,7 +64,7 @@ def test_identity_hessian_is_nearest_point_rounding():
 
 @pytest.mark.parametrize("codebook", ["lloyd", "vq"])
 def test_error_feedback_lowers_output_error_with_same_storage(codebook):
-    w, x = _layer()
+    w, x = correlated_layer()
     sigma = input_second_moment(x)
     spec = to_spectrum(w, "rfft")
     plain = polar_quantize(spec, 3, 5, 64, codebook=codebook, phase_aware=True)
@@ -88,7 +78,7 @@ def test_error_feedback_lowers_output_error_with_same_storage(codebook):
 
 
 def test_pairs_control_uses_sigma_directly():
-    w, x = _layer()
+    w, x = correlated_layer()
     sigma = input_second_moment(x)
     z = torch.complex(w[:, 0::2].contiguous(), w[:, 1::2].contiguous())
     plain = polar_quantize(z, 3, 5, 64, codebook="lloyd", phase_aware=True)
@@ -102,7 +92,7 @@ def test_pairs_control_uses_sigma_directly():
 
 
 def test_approximate_with_feedback_low_rank_and_bits():
-    w, x = _layer()
+    w, x = correlated_layer()
     sigma = input_second_moment(x)
     r0 = approximate_with_feedback(w, sigma, rank=0)
     r4 = approximate_with_feedback(w, sigma, rank=4, max_iters=3)
@@ -118,7 +108,7 @@ def test_approximate_with_feedback_low_rank_and_bits():
 
 
 def test_gptq_baseline_beats_rtn_on_output_error():
-    w, x = _layer(n=128)
+    w, x = correlated_layer(n=128)
     sigma = input_second_moment(x)
     w_rtn, bits_rtn = baselines.rtn(w, 4, 128)
     for act_order in (False, True):
@@ -128,7 +118,7 @@ def test_gptq_baseline_beats_rtn_on_output_error():
 
 
 def test_bad_inputs_raise_clear_errors():
-    w, x = _layer()
+    w, x = correlated_layer()
     sigma = input_second_moment(x)
     spec = to_spectrum(w, "rfft")
     h = spectral_hessian(sigma)
@@ -234,7 +224,7 @@ def test_refit_and_gaussian_table_through_the_public_path():
     from llava_fa.fourier.polar_quant import gaussian_table
     from llava_fa.quantization.fourier_linear import FourierLinear
 
-    w, x = _layer()
+    w, x = correlated_layer()
     sigma = input_second_moment(x)
     base = CompressionSettings(rank=0, amplitude_bits=2, phase_bits=3, group_size=32, codebook="vq",
                                table_fit="gaussian")
