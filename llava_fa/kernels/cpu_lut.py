@@ -37,6 +37,10 @@ VARIANTS = {"auto": 0, "portable": 1, "avx2": 2, "avx512_gather": 3, "avx512_pol
 #: Largest batch (rows of ``x``) routed to the kernel; larger batches dequantise chunks and call the BLAS.
 MAX_ROWS = 16
 
+#: Compiler flags: ATen's `parallel_for` is OpenMP in torch's CPU builds and needs -fopenmp to run in parallel
+#: (the loaded libgomp.so.1 is torch's own, so there is one OpenMP runtime and torch.set_num_threads applies).
+CFLAGS = ["-O3", "-fopenmp"]
+
 _LIB: Optional[ctypes.CDLL] = None
 _TRIED = False
 
@@ -44,7 +48,7 @@ _TRIED = False
 def _build() -> ctypes.CDLL:
     from torch.utils.cpp_extension import load
 
-    tag = hashlib.sha256(SOURCE.encode() + torch.__version__.encode()).hexdigest()[:12]
+    tag = hashlib.sha256(SOURCE.encode() + torch.__version__.encode() + " ".join(CFLAGS).encode()).hexdigest()[:12]
     root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
     folder = root / f"llava_fa_cpu_lut_{tag}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,8 +59,8 @@ def _build() -> ctypes.CDLL:
             handle.write(SOURCE)
         os.replace(tmp, source)
     name = "llava_fa_cpu_lut"
-    load(name=name, sources=[str(source)], extra_cflags=["-O3"], build_directory=str(folder),
-         is_python_module=False, verbose=False)
+    load(name=name, sources=[str(source)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
+         build_directory=str(folder), is_python_module=False, verbose=False)
     lib = ctypes.CDLL(str(folder / f"{name}.so"))
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.llava_fa_lut_gemv.restype = i64
