@@ -45,7 +45,7 @@ import torch
 from .packing import pack_codes
 from .polar_quant import Codebook, PolarCodes, TableFit, _quantize_once, polar_quantize
 from .settings import check_fields
-from .transform import from_spectrum, spectrum_columns
+from .transform import from_spectrum, spectrum_columns, spectrum_weights, to_spectrum
 
 if TYPE_CHECKING:
     from .approximate import FourierApproximation
@@ -100,19 +100,12 @@ def _times_basis_t(x: torch.Tensor) -> torch.Tensor:
     """``x M^T`` (float32 ``(r, 2c)``) for real rows ``x`` ``(r, n)``, by one rfft (no ``(2c, n)`` matrix).
 
     Row ``k`` of ``M`` synthesises coefficient ``k`` (:func:`spectral_basis`), so ``<x, M_k>`` is the
-    ortho rfft of ``x`` at ``k`` times its half-spectrum weight (1 for DC and Nyquist, else 2),
-    in the packed interleaved layout.
+    packed spectrum of ``x`` (:func:`~.transform.to_spectrum`) at ``k`` times its half-spectrum weight
+    (:func:`~.transform.spectrum_weights`), in the interleaved real layout.
     """
     n = x.shape[-1]
-    c = spectrum_columns(n, "rfft")
-    spec = torch.fft.rfft(x.to(torch.float32), dim=-1, norm="ortho")
-    packed = spec[..., :c] * 2
-    packed[..., 0] = spec[..., 0]
-    if n % 2 == 0:
-        packed[..., 0] = torch.complex(spec[..., 0].real, spec[..., n // 2].real)
-    else:
-        packed[..., 0] = torch.complex(spec[..., 0].real, torch.zeros_like(spec[..., 0].real))
-    return torch.view_as_real(packed.contiguous()).reshape(*x.shape[:-1], 2 * c)
+    weighted = to_spectrum(x, "rfft") * spectrum_weights(n, "rfft", device=x.device)
+    return torch.view_as_real(weighted.contiguous()).reshape(*x.shape[:-1], 2 * spectrum_columns(n, "rfft"))
 
 
 def pair_hessian(sigma: torch.Tensor, input_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
