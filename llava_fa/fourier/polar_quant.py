@@ -209,18 +209,9 @@ def _quantize_once(
     amplitude = groups.abs()
     if codebook == "vq":
         scales = _group_scales(amplitude, scale_dtype)
-        if table_fit == "gaussian":
-            table = gaussian_table(amplitude_bits, phase_bits, groups.shape[1]).to(groups.device)
-            if not with_codes:  # the caller chooses the codes itself (error feedback): skip the nearest search
-                return PolarCodes(codes=pack_codes(torch.zeros(groups.numel(), dtype=torch.int64, device=z.device),
-                                                   amplitude_bits + phase_bits), scales=scales,
-                                  amplitude_bits=amplitude_bits, phase_bits=phase_bits, group_size=group_size,
-                                  shape=shape, codebook="vq", table=table)
-            idx = _nearest_point(torch.view_as_real(groups / scales.float().unsqueeze(1)).reshape(-1, 2), table.float())
-            return PolarCodes(codes=pack_codes(idx, amplitude_bits + phase_bits), scales=scales,
-                              amplitude_bits=amplitude_bits, phase_bits=phase_bits, group_size=group_size, shape=shape,
-                              codebook="vq", table=table)
-        return _vq_quantize(groups, scales, amplitude_bits, phase_bits, group_size, shape, init_table)
+        fixed = None if table_fit != "gaussian" else gaussian_table(amplitude_bits, phase_bits, groups.shape[1])
+        return _vq_quantize(groups, scales, amplitude_bits, phase_bits, group_size, shape, init_table,
+                            fixed_table=fixed, with_codes=with_codes)
     q_theta, miss = _phase_codes(groups, phase_bits)
     if phase_aware:
         amplitude = amplitude * torch.cos(miss)
@@ -321,14 +312,7 @@ def gaussian_table(amplitude_bits: int, phase_bits: int, group_len: int) -> torc
         scale = z.abs().amax(1, keepdim=True)
         unit = torch.view_as_real((z / scale).reshape(-1))
         weights = scale.square().expand(n_groups, group_len).reshape(-1)
-        n_amp = 1 << amplitude_bits
-        init = (torch.arange(n_amp, dtype=torch.float32) + 0.5) / n_amp
-        points = torch.view_as_real(polar_lookup_table(init, phase_bits)).contiguous()
-        for _ in range(GAUSSIAN_TABLE_ITERS):
-            idx = _nearest_point(unit, points)
-            mass = torch.zeros(points.shape[0]).index_add_(0, idx, weights)
-            moment = torch.zeros_like(points).index_add_(0, idx, unit * weights.unsqueeze(1))
-            points = torch.where(mass.unsqueeze(1) > 0, moment / mass.clamp_min(1e-30).unsqueeze(1), points)
+        points = _fit_vq_points(unit, weights, amplitude_bits, phase_bits, GAUSSIAN_TABLE_ITERS)
         _GAUSSIAN_TABLES[key] = points.to(torch.float16)
     return _GAUSSIAN_TABLES[key].clone()
 
@@ -377,30 +361,32 @@ def _vq_quantize(
     group_size: Optional[int],
     shape: tuple[int, int],
     init_table: Optional[torch.Tensor] = None,
+    fixed_table: Optional[torch.Tensor] = None,
+    with_codes: bool = True,
 ) -> PolarCodes:
-    """2-D k-means codebook initialised on the polar grid (or ``init_table``); codes are nearest-point indices."""
+    """2-D k-means codebook initialised on the polar grid (or ``init_table``); codes are nearest-point indices.
+
+    ``fixed_table`` (float16 ``(2^bits, 2)``): use these points instead of fitting them. ``with_codes=False``:
+    leave every code at 0 (a caller that chooses the codes itself skips the nearest-point search).
+    """
     unit = torch.view_as_real((groups / scales.float().unsqueeze(1)).reshape(-1))
-    weights = scales.float().square().unsqueeze(1).expand(groups.shape).reshape(-1)
-    n_amp = 1 << amplitude_bits
-    init_levels = (torch.arange(n_amp, device=groups.device, dtype=torch.float32) + 0.5) / n_amp
-    points = torch.view_as_real(polar_lookup_table(init_levels, phase_bits)).contiguous()
-    rounds = VQ_ITERS
-    if init_table is not None:
-        if tuple(init_table.shape) != tuple(points.shape):
-            raise ValueError(f"init_table must have shape {tuple(points.shape)}, got {tuple(init_table.shape)}")
-        points, rounds = init_table.to(points.device, torch.float32).clone(), VQ_WARM_ITERS
-    stride = max(1, unit.shape[0] // VQ_FIT_SAMPLES)
-    fit, fit_w = unit[::stride], weights[::stride]
-    for _ in range(rounds):
-        idx = _nearest_point(fit, points)
-        mass = torch.zeros(points.shape[0], device=fit.device).index_add_(0, idx, fit_w)
-        moment = torch.zeros_like(points).index_add_(0, idx, fit * fit_w.unsqueeze(1))
-        points = torch.where(mass.unsqueeze(1) > 0, moment / mass.clamp_min(1e-30).unsqueeze(1), points)
-    table = points.to(torch.float16)
-    idx = _nearest_point(unit, table.float())
-    codes = pack_codes(idx, amplitude_bits + phase_bits)
+    if fixed_table is not None:
+        table = fixed_table.to(groups.device)
+    else:
+        weights = scales.float().square().unsqueeze(1).expand(groups.shape).reshape(-1)
+        init, rounds = None, VQ_ITERS
+        if init_table is not None:
+            if tuple(init_table.shape) != (1 << (amplitude_bits + phase_bits), 2):
+                raise ValueError(f"init_table must have shape {(1 << (amplitude_bits + phase_bits), 2)}, "
+                                 f"got {tuple(init_table.shape)}")
+            init, rounds = init_table.to(groups.device, torch.float32).clone(), VQ_WARM_ITERS
+        stride = max(1, unit.shape[0] // VQ_FIT_SAMPLES)
+        table = _fit_vq_points(unit[::stride], weights[::stride], amplitude_bits, phase_bits, rounds, init)
+        table = table.to(torch.float16)
+    idx = (_nearest_point(unit, table.float()) if with_codes
+           else torch.zeros(unit.shape[0], dtype=torch.int64, device=unit.device))
     return PolarCodes(
-        codes=codes,
+        codes=pack_codes(idx, amplitude_bits + phase_bits),
         scales=scales,
         amplitude_bits=amplitude_bits,
         phase_bits=phase_bits,
@@ -409,6 +395,23 @@ def _vq_quantize(
         codebook="vq",
         table=table,
     )
+
+
+def _fit_vq_points(unit: torch.Tensor, weights: torch.Tensor, amplitude_bits: int, phase_bits: int, rounds: int,
+                   init: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Weighted 2-D k-means: float32 ``(2^bits, 2)`` points for real pairs `unit` ``(N, 2)`` with `weights` ``(N,)``,
+    started from `init` or the polar grid of mid-bin amplitude levels."""
+    if init is None:
+        n_amp = 1 << amplitude_bits
+        levels = (torch.arange(n_amp, device=unit.device, dtype=torch.float32) + 0.5) / n_amp
+        init = torch.view_as_real(polar_lookup_table(levels, phase_bits)).contiguous()
+    points = init
+    for _ in range(rounds):
+        idx = _nearest_point(unit, points)
+        mass = torch.zeros(points.shape[0], device=unit.device).index_add_(0, idx, weights)
+        moment = torch.zeros_like(points).index_add_(0, idx, unit * weights.unsqueeze(1))
+        points = torch.where(mass.unsqueeze(1) > 0, moment / mass.clamp_min(1e-30).unsqueeze(1), points)
+    return points
 
 
 def _nearest_point(points: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
