@@ -23,6 +23,7 @@ only the 1-D ``"rfft"`` transform is handled (``"rfft2"`` mixes rows and stays o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -73,6 +74,13 @@ def spectral_input(x: torch.Tensor, input_scale: torch.Tensor) -> torch.Tensor:
     u = x.float() / input_scale.float()
     if u.shape[0] == 0:  # MKL's FFT rejects an empty batch; keep the graph connected to x
         return u.new_zeros(0, u.shape[-1] // 2 + 1, 2) + u.sum() * 0
+    return torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
+
+
+def scaled_spectral_input(x: torch.Tensor, inverse_scale: Optional[torch.Tensor]) -> torch.Tensor:
+    """``view_as_real(rfft(x * inverse_scale, norm="ortho"))`` for ``x`` ``(M, n)``, ``M >= 1``: the inference
+    paths' :func:`spectral_input` with a cached float32 ``1 / d`` (``None``: unit channel scale)."""
+    u = x.float() if inverse_scale is None else x.float() * inverse_scale
     return torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
 
 
@@ -217,6 +225,7 @@ __all__ = [
     "quantized_matmul",
     "quantized_matmul_transposed",
     "rfft_adjoint",
+    "scaled_spectral_input",
     "spectral_codes",
     "spectral_input",
 ]

@@ -32,6 +32,7 @@ from .spectral import (
     lowrank_spatial_matrix,
     quantized_matmul,
     quantized_matmul_transposed,
+    scaled_spectral_input,
 )
 from .triton_lut import TRITON_AVAILABLE, lut_linear, lut_tables, spectral_prep, use_prep_kernel
 
@@ -85,13 +86,32 @@ def _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits: int
     return entry
 
 
+def _inverse_scale(entry: dict) -> Optional[torch.Tensor]:
+    """The cached float32 ``1 / d``, or None for a unit channel scale."""
+    return None if entry["unit_scale"] else entry["inv_scale"]
+
+
+def _polar_levels(levels, table, code_bits: int, phase_bits: int, device) -> Optional[torch.Tensor]:
+    """Amplitude levels of a polar code table (stored Lloyd levels or the uniform grid); None for VQ points."""
+    if table is not None:
+        return None
+    return levels.float() if levels is not None else uniform_levels(code_bits - phase_bits, device)
+
+
+def _code_table(entry: dict, levels, table, phase_bits: int, code_bits: int, device) -> torch.Tensor:
+    """The layer's complex code table (``polar_quant.code_table``), cached in `entry`."""
+    if "lut" not in entry:
+        entry["lut"] = code_table(levels, table, code_bits - phase_bits, phase_bits, device)
+    return entry["lut"]
+
+
 def _gpu_tables(entry: dict, codes, levels, table, input_scale, l2, phase_bits: int, n: int, code_bits: int) -> dict:
     """Adds the Triton tables (and the spatial low-rank matrix ``lr_a`` of the prep kernel) to `entry`."""
     if "tables" not in entry:
-        if table is not None:
+        amplitude = _polar_levels(levels, table, code_bits, phase_bits, codes.device)
+        if amplitude is None:
             entry["tables"] = lut_tables(None, None, torch.view_as_complex(table.float().contiguous()), 0)
         else:
-            amplitude = levels.float() if levels is not None else uniform_levels(code_bits - phase_bits, codes.device)
             phasors = polar_lookup_table(torch.ones(1, device=codes.device), phase_bits)
             entry["tables"] = lut_tables(amplitude, phasors, None, phase_bits)
         if l2 is not None:
@@ -102,11 +122,8 @@ def _gpu_tables(entry: dict, codes, levels, table, input_scale, l2, phase_bits: 
 def _cpu_tables(entry: dict, levels, table, phase_bits: int, code_bits: int, device) -> dict:
     """The CPU kernel's tables (``cpu_lut.cpu_tables``) of this layer, cached in `entry`."""
     if "cpu_tables" not in entry:
-        polar_levels = None
-        if table is None:
-            polar_levels = levels if levels is not None else uniform_levels(code_bits - phase_bits, device)
-        lut = code_table(levels, table, code_bits - phase_bits, phase_bits, device)
-        entry["cpu_tables"] = cpu_tables(lut, polar_levels, phase_bits)
+        entry["cpu_tables"] = cpu_tables(_code_table(entry, levels, table, phase_bits, code_bits, device),
+                                         _polar_levels(levels, table, code_bits, phase_bits, device), phase_bits)
     return entry["cpu_tables"]
 
 
@@ -124,11 +141,10 @@ def triton_fourier_linear(x: torch.Tensor, codes: torch.Tensor, scales: torch.Te
     prep = _gpu_tables(_prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, 8), codes, levels,
                        table, input_scale, l2, phase_bits, n, 8)
     if use_prep_kernel(x.shape[0], n):
-        u, t = spectral_prep(x, None if prep["unit_scale"] else prep["inv_scale"], prep.get("lr_a"))
-        uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
+        u, t = spectral_prep(x, _inverse_scale(prep), prep.get("lr_a"))
+        uv = scaled_spectral_input(u, None)
     else:
-        u = x.float() if prep["unit_scale"] else x * prep["inv_scale"]
-        uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
+        uv = scaled_spectral_input(x, _inverse_scale(prep))
         t = None if l1 is None else uv.flatten(1) @ prep["lr_in"].T
     return lut_linear(uv, n, codes, scales, prep["tables"], group_len, out_features,
                       t=t, lr_out=prep.get("lr_out"), bias=bias, out_dtype=out_dtype)
@@ -146,13 +162,12 @@ def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tens
         return triton_fourier_linear(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features,
                                      phase_bits, group_len, out_dtype)
     prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, code_bits)
-    u = x.float() if prep["unit_scale"] else x.float() * prep["inv_scale"]  # cached 1 / d: one op per call
-    uv = torch.view_as_real(torch.fft.rfft(u, dim=-1, norm="ortho"))
+    uv = scaled_spectral_input(x, _inverse_scale(prep))
     if cpu_lut_supported(x, code_bits, n_cols, group_len):
         tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
         y = lut_matmul(interleaved_input(uv, n), codes, scales, tables, phase_bits, group_len, out_features)
     else:
-        lut = code_table(levels, table, code_bits - phase_bits, phase_bits, codes.device)
+        lut = _code_table(prep, levels, table, phase_bits, code_bits, codes.device)
         spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
                              group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
         y = quantized_matmul(interleaved_input(uv, n), spec)
