@@ -30,6 +30,31 @@ def correlated_layer(m: int = 48, n: int = 64, tokens: int = 512, seed: int = 0)
     return w, x
 
 
+def tiny_qwen2_lm(loud_channels: bool = False):
+    """A seeded 1-layer Qwen2 LM (vocab 96, width 32) in eval mode; `loud_channels`: the first 4 input channels
+    of both decoder norms scaled by 8 (non-white activations, as in trained models)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2,
+                                         tie_word_embeddings=False)).eval()
+    if loud_channels:
+        with torch.no_grad():
+            model.model.layers[0].input_layernorm.weight[:4] = 8.0
+            model.model.layers[0].post_attention_layernorm.weight[:4] = 8.0
+    return model
+
+
+def token_batches(seed: int, n: int = 3) -> list[dict]:
+    """`n` seeded batches of 2 x 12 token ids for :func:`tiny_qwen2_lm`."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [dict(input_ids=torch.randint(0, 96, (2, 12), generator=g)) for _ in range(n)]
+
+
 def gradient_image(width: int = 40, height: int = 30, seed: int = 0) -> Image.Image:
     """A deterministic RGB gradient (plus a seeded tint) as a PIL image."""
     yy, xx = np.mgrid[0:height, 0:width]

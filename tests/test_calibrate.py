@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_qwen2_lm, token_batches
 from safetensors import safe_open
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 from llava_fa.fourier import fourier_approximate  # noqa: E402
 from llava_fa.fourier.calibration import CalibrationFile, power_to_columns  # noqa: E402
@@ -23,20 +24,9 @@ def calibration_for(path, name, shape, transform):
     return CalibrationFile(path).for_module(name, shape, transform)
 
 
-def _tiny_qwen2():
-    torch.manual_seed(0)
-    return Qwen2ForCausalLM(Qwen2Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)).eval()
-
-
-def _batches(seed, n=3):
-    g = torch.Generator().manual_seed(seed)
-    return [dict(input_ids=torch.randint(0, 96, (2, 12), generator=g)) for _ in range(n)]
-
-
 def test_statistics_are_running_means_of_hooked_inputs(tmp_path):
-    model = _tiny_qwen2()
-    batches = _batches(0)
+    model = tiny_qwen2_lm()
+    batches = token_batches(0)
     captured = []
     handle = model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, a, o: captured.append(a[0]))
     stats = calibrate(model, batches, tmp_path / "cal.safetensors", power=True)
@@ -54,14 +44,14 @@ def test_statistics_are_running_means_of_hooked_inputs(tmp_path):
 
 
 def test_fisher_collects_output_gradients(tmp_path):
-    model = _tiny_qwen2()
-    batches = [dict(b, labels=b["input_ids"]) for b in _batches(0, 2)]
+    model = tiny_qwen2_lm()
+    batches = [dict(b, labels=b["input_ids"]) for b in token_batches(0, 2)]
     stats = calibrate(model, batches, fisher=True)
     fisher = stats["model.layers.0.self_attn.o_proj.fisher"]
     assert fisher.shape == (32,) and (fisher > 0).all()
     assert all(p.grad is None for p in model.parameters())
     with pytest.raises(ValueError, match="labels"):
-        calibrate(model, _batches(0, 1), fisher=True)
+        calibrate(model, token_batches(0, 1), fisher=True)
     with pytest.raises(ValueError, match="empty"):
         calibrate(model, [])
 
@@ -78,8 +68,8 @@ def test_power_to_columns_matches_core_layout():
 
 
 def test_calibration_file_for_other_model_raises(tmp_path):
-    model = _tiny_qwen2()
-    calibrate(model, _batches(0, 1), tmp_path / "cal.safetensors", fisher=False)
+    model = tiny_qwen2_lm()
+    calibrate(model, token_batches(0, 1), tmp_path / "cal.safetensors", fisher=False)
     with pytest.raises(ValueError, match="another model"):
         calibration_for(str(tmp_path / "cal.safetensors"), "model.layers.0.mlp.down_proj", (32, 128), "rfft")
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
@@ -94,14 +84,14 @@ def _output_error(dense, quant, batches):
 
 
 def test_calibration_through_config_lowers_output_error_on_tiny_model(tmp_path):
-    model = _tiny_qwen2()
+    model = tiny_qwen2_lm()
     # make the activations non-white, as in trained models: a few strong input channels
     with torch.no_grad():
         model.model.layers[0].input_layernorm.weight[:4] = 8.0
         model.model.layers[0].post_attention_layernorm.weight[:4] = 8.0
     model.save_pretrained(tmp_path / "src")
-    calibrate(model, _batches(0), tmp_path / "cal.safetensors")
-    held_out = _batches(1)
+    calibrate(model, token_batches(0), tmp_path / "cal.safetensors")
+    held_out = token_batches(1)
     settings = dict(rank=2, amplitude_bits=2, phase_bits=3)
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "src", quantization_config=FourierApproxConfig(**settings))
     calibrated = AutoModelForCausalLM.from_pretrained(

@@ -8,7 +8,7 @@ import os
 
 import pytest
 import torch
-from conftest import correlated_layer
+from conftest import correlated_layer, tiny_qwen2_lm, token_batches
 from safetensors import safe_open
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -153,27 +153,9 @@ def test_feedback_bad_input_raises_clear_errors():
 # ----- calibration file -------------------------------------------------------------------------
 
 
-def _tiny_qwen2():
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=4, num_key_value_heads=2,
-                                         tie_word_embeddings=False)).eval()
-    with torch.no_grad():  # non-white activations, as in trained models: a few strong input channels
-        model.model.layers[0].input_layernorm.weight[:4] = 8.0
-        model.model.layers[0].post_attention_layernorm.weight[:4] = 8.0
-    return model
-
-
-def _batches(seed, n=3):
-    g = torch.Generator().manual_seed(seed)
-    return [dict(input_ids=torch.randint(0, 96, (2, 12), generator=g)) for _ in range(n)]
-
-
 def test_calibrate_second_moment_shapes_values_and_sharing(tmp_path):
-    model = _tiny_qwen2()
-    batches = _batches(0)
+    model = tiny_qwen2_lm(loud_channels=True)
+    batches = token_batches(0)
     captured: dict[str, list[torch.Tensor]] = {"q": [], "down": []}
     layer = model.model.layers[0]
     hooks = [layer.self_attn.q_proj.register_forward_hook(lambda m, a, o: captured["q"].append(a[0])),
@@ -257,11 +239,11 @@ def _logits_error(dense, quant, batches):
 def test_quantize_on_load_with_feedback_lowers_output_error_and_reloads_identically(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    model = _tiny_qwen2()
+    model = tiny_qwen2_lm(loud_channels=True)
     model.save_pretrained(tmp_path / "src")
     stats = tmp_path / "cal.safetensors"
-    calibrate(model, _batches(0, 6), stats, second_moment=True)
-    held_out = _batches(1)
+    calibrate(model, token_batches(0, 6), stats, second_moment=True)
+    held_out = token_batches(1)
     common = dict(rank=0, amplitude_bits=2, phase_bits=3, calibration=str(stats))
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "src", quantization_config=FourierApproxConfig(**common))
     fed = AutoModelForCausalLM.from_pretrained(
@@ -286,10 +268,10 @@ def test_quantize_on_load_with_feedback_lowers_output_error_and_reloads_identica
 def test_quantizer_warns_and_rounds_plainly_without_a_second_moment(tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    model = _tiny_qwen2()
+    model = tiny_qwen2_lm(loud_channels=True)
     model.save_pretrained(tmp_path / "src")
     narrow = tmp_path / "narrow.safetensors"
-    calibrate(model, _batches(0), narrow, second_moment=True, second_moment_max_features=32)  # no down_proj
+    calibrate(model, token_batches(0), narrow, second_moment=True, second_moment_max_features=32)  # no down_proj
     messages: list[str] = []
     monkeypatch.setattr(fourier_integration.logger, "warning", lambda msg, *a, **k: messages.append(str(msg)))
     common = dict(rank=0, amplitude_bits=2, phase_bits=3, calibration=str(narrow))
