@@ -297,6 +297,25 @@ def _without_cpu_kernel(layer):
     return call
 
 
+def cpu_stage_timers(layer: FourierLinear, x: torch.Tensor) -> dict:
+    """Where a CPU call's time goes: ``stage_rfft`` (x / d and the rfft of the input, the fixed part that does not
+    depend on out_features) and ``stage_lut_kernel`` (the C++ LUT product alone, on a prepared spectral input)."""
+    from llava_fa.kernels.spectral import interleaved_input, scaled_spectral_input, spectral_codes
+    from llava_fa.kernels.spectral_ops import _cpu_tables, _prepared
+
+    spec = spectral_codes(layer)
+    l1, l2 = lowrank_factors(layer)
+    levels, table = getattr(layer, "levels", None), getattr(layer, "table", None)
+    prep = _prepared(layer.codes, layer.scales, levels, table, layer.input_scale, l1, l2, layer.phase_bits,
+                     layer.in_features, spec.code_bits)
+    inverse = None if prep["unit_scale"] else prep["inv_scale"]
+    tables = _cpu_tables(prep, levels, table, layer.phase_bits, spec.code_bits, layer.codes.device)
+    xp = interleaved_input(scaled_spectral_input(x, inverse), layer.in_features)
+    return {"stage_rfft": (lambda t: scaled_spectral_input(t, inverse), x),
+            "stage_lut_kernel": (lambda t: cpu_lut.lut_matmul(t, spec.codes, spec.scales, tables, layer.phase_bits,
+                                                              spec.group_len, spec.out_features), xp)}
+
+
 def run_cpu(shapes: dict, batches, reps: int) -> list[dict]:
     rows = []
     for label, (m, n) in shapes.items():
@@ -314,6 +333,7 @@ def run_cpu(shapes: dict, batches, reps: int) -> list[dict]:
                        "ours_bf16": (lambda t, lay=layer: fourier_linear_forward(lay, t), xb)}
             if 0 < batch <= cpu_lut.MAX_ROWS and cpu_lut.kernel() is not None:
                 methods["torch_path_fp32"] = (_without_cpu_kernel(layer), x)
+                methods.update(cpu_stage_timers(layer, x))
             with torch.no_grad():
                 row["ours_err"] = rel_err(fourier_linear_forward(layer, x), x @ w32.T)
                 row.update({f"{k}_us": v for k, v in time_cpu_round_robin(methods, reps).items()})
