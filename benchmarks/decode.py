@@ -299,8 +299,9 @@ def _without_cpu_kernel(layer):
 
 def cpu_stage_timers(layer: FourierLinear, x: torch.Tensor) -> dict:
     """Where a CPU call's time goes: ``stage_rfft`` (x / d and the rfft of the input, the fixed part that does not
-    depend on out_features) and ``stage_lut_kernel`` (the C++ LUT product alone, on a prepared spectral input)."""
-    from llava_fa.kernels.spectral import interleaved_input, scaled_spectral_input, spectral_codes
+    depend on out_features) and ``stage_lut_kernel`` (the C++ LUT product alone, on a prepared spectral input: no
+    packing, low-rank term or bias)."""
+    from llava_fa.kernels.spectral import interleaved_input, spectral_codes
     from llava_fa.kernels.spectral_ops import _cpu_tables, _prepared
 
     spec = spectral_codes(layer)
@@ -310,8 +311,8 @@ def cpu_stage_timers(layer: FourierLinear, x: torch.Tensor) -> dict:
                      layer.in_features, spec.code_bits)
     inverse = None if prep["unit_scale"] else prep["inv_scale"]
     tables = _cpu_tables(prep, levels, table, layer.phase_bits, spec.code_bits, layer.codes.device)
-    xp = interleaved_input(scaled_spectral_input(x, inverse), layer.in_features)
-    return {"stage_rfft": (lambda t: scaled_spectral_input(t, inverse), x),
+    xp = interleaved_input(cpu_lut.spectral_input_numpy(x, inverse), layer.in_features)
+    return {"stage_rfft": (lambda t: cpu_lut.spectral_input_numpy(t, inverse), x),
             "stage_lut_kernel": (lambda t: cpu_lut.lut_matmul(t, spec.codes, spec.scales, tables, layer.phase_bits,
                                                               spec.group_len, spec.out_features), xp)}
 
@@ -350,11 +351,14 @@ def markdown(device: str, rows: list[dict]) -> str:
     if "dense_fp32_us" in rows[0]:
         lines = [f"CPU ({rows[0]['threads']} threads), microseconds per call, median; ratio = ours / dense (lower is better); "
                  f"torch path = ours without the C++ LUT kernel (batch <= {cpu_lut.MAX_ROWS})",
-                 "", "| layer | batch | dense fp32 | ours fp32 | ratio | torch path fp32 | dense bf16 | ours bf16 | ratio |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 "; stages of ours fp32: rfft = x / d and the input's rfft, kernel = the LUT product alone", "",
+                 "| layer | batch | dense fp32 | ours fp32 | ratio | stage rfft | stage kernel | torch path fp32 "
+                 "| dense bf16 | ours bf16 | ratio |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             lines.append(f"| {r['layer']} | {r['batch']} | {r['dense_fp32_us']} | {r['ours_fp32_us']} | "
-                         f"{r['ours_vs_fp32']}x | {r.get('torch_path_fp32_us', 'n/a')} | {r['dense_bf16_us']} | "
+                         f"{r['ours_vs_fp32']}x | {r.get('stage_rfft_us', 'n/a')} | {r.get('stage_lut_kernel_us', 'n/a')} "
+                         f"| {r.get('torch_path_fp32_us', 'n/a')} | {r['dense_bf16_us']} | "
                          f"{r['ours_bf16_us']} | {r['ours_vs_bf16']}x |")
         return "\n".join(lines) + "\n"
     names = [k[:-3] for k in rows[0] if k.endswith("_us")]

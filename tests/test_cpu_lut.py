@@ -78,6 +78,47 @@ def test_every_variant_matches_the_reference_product(bits, codebook, rows):
         assert float((out.double() - ref).norm() / ref.norm()) < 1e-6, dtype
 
 
+@pytest.mark.parametrize("n", [96, 95], ids=["even_n", "odd_n"])
+@pytest.mark.parametrize("rank", [0, 3])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_whole_layer_call_matches_the_dense_layer(n, rank, with_bias):
+    # one kernel call after the rfft: packing of the DC / Nyquist pair (even n) or not (odd n), the low-rank
+    # term and the bias, for every variant this CPU runs, against F.linear with the rebuilt dense weight
+    from llava_fa.kernels.spectral import lowrank_input_matrix, lowrank_output_matrix
+
+    layer = _layer(37, n, rank=rank)
+    with torch.no_grad():
+        layer.input_scale.copy_(torch.rand(n) + 0.5)
+    bias = layer.bias if with_bias else None
+    x = torch.randn(5, n)
+    with torch.no_grad():
+        expected = torch.nn.functional.linear(x.double(), layer.dense_weight().double(),
+                                              None if bias is None else bias.double())
+    spec = spectral_codes(layer)
+    l1, l2 = getattr(layer, "lowrank_l1", None), getattr(layer, "lowrank_l2", None)
+    lr_in = lowrank_input_matrix(l2, n) if rank else None
+    lr_out = lowrank_output_matrix(l1) if rank else None
+    tables = cpu_lut.cpu_tables(spec.table, _levels(layer), layer.phase_bits)
+    for name in _runnable_variants(True):
+        out = cpu_lut.fourier_linear(x, 1.0 / layer.input_scale.float(), spec.codes, spec.scales, tables,
+                                     layer.phase_bits, spec.group_len, 37, lr_in, lr_out, bias, variant=name)
+        assert out.shape == (5, 37) and out.dtype == torch.float32
+        err = float((out.double() - expected).norm() / expected.norm())
+        assert err < 1e-5, (name, err)
+    with pytest.raises(ValueError, match="low-rank matrices"):
+        cpu_lut.fourier_linear(x, None, spec.codes, spec.scales, tables, layer.phase_bits, spec.group_len, 37,
+                               torch.zeros(2, 10), torch.zeros(37, 2))
+
+
+def test_numpy_rfft_matches_torch():
+    x = torch.randn(3, 3584)
+    inverse = torch.rand(3584) + 0.5
+    got = cpu_lut.spectral_input_numpy(x, inverse)
+    want = torch.view_as_real(torch.fft.rfft(x * inverse, norm="ortho"))
+    assert got.shape == want.shape == (3, 1793, 2) and got.dtype == torch.float32
+    assert float((got - want).abs().max()) < 1e-5
+
+
 def test_layer_forward_routes_through_the_kernel(monkeypatch):
     layer = _layer(40, 128, group=64)
     x = torch.randn(2, 3, 128)
@@ -158,3 +199,29 @@ def test_inference_under_autocast_keeps_float32_arithmetic():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = fourier_linear_forward(layer, x)
     assert got.dtype == torch.float32 and torch.equal(got, expected)
+
+
+def test_cached_layer_state_follows_in_place_updates():
+    # the kernel's per-layer plan (tables, low-rank matrices, float32 bias, 1 / d) is cached; every in-place
+    # write to a buffer or factor it was built from, and every replaced tensor, must rebuild it
+    layer = _layer(40, 128, group=64, rank=3)
+    x = torch.randn(2, 128)
+
+    def check():
+        with torch.no_grad():
+            y = fourier_linear_forward(layer, x)
+            expected = torch.nn.functional.linear(x, layer.dense_weight(), layer.bias)
+        assert float((y - expected).norm() / expected.norm()) < 1e-5
+
+    check()
+    with torch.no_grad():
+        layer.bias.add_(1.0)
+        check()
+        layer.lowrank_l1.mul_(3.0)
+        check()
+        layer.input_scale.copy_(torch.rand(128) + 0.5)
+        check()
+        layer.scales.mul_(0.5)
+        check()
+    layer.bias = torch.nn.Parameter(torch.randn(40))
+    check()

@@ -18,6 +18,12 @@ SOURCE = r"""// CPU LUT product of a FourierLinear's quantized spectrum with a s
 // y: float32 (M, m), overwritten.
 // Requires c % 16 == 0 and G % 16 == 0 (then a 16-coefficient chunk never straddles a scale group).
 //
+// llava_fa_fourier_linear is the whole inference layer around that product, in one call: it takes the raw
+// orthonormal rfft U of x / d (float32 (M, n / 2 + 1, 2)), builds the weighted, packed input x from it
+// (x[0] = (Re U_0, Re U_{n/2} for even n, else 0), x[k] = 2 U_k), and adds the low-rank term
+// [Re t, Im t] = U_flat B^T, y += [Re t, Im t] C^T (B (2r, n + 2 - n % 2), C (m, 2r); spectral.lowrank_*_matrix)
+// and the bias: no Python between the rfft and the output.
+//
 // Variants (chosen at run time from the CPU's features; forced by `variant` for tests):
 //   1 portable C++, 2 AVX2 gathers, 3 AVX-512 gathers, 4 AVX-512 polar (in-register permutes, no gathers).
 // Rows are split over ATen's intra-op thread pool (at::parallel_for), so torch.set_num_threads applies.
@@ -233,6 +239,61 @@ RowsFn pick(int64_t variant, bool polar) {
   }
 }
 
+// Dot product of two float32 vectors, vectorised for the best ISA this CPU has (GCC function multiversioning).
+__attribute__((target_clones("avx512f", "avx2", "default"))) float dot(const float* a, const float* b, int64_t n) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// What the product adds to each output: the low-rank term ([Re t, Im t] C^T, `t` (M, 2r)) and the bias.
+struct Epilogue {
+  const float* t = nullptr;
+  const float* lr_out = nullptr;
+  int64_t rank2 = 0;
+  const float* bias = nullptr;
+};
+
+// The product over the row range, with the epilogue; returns 0, 1 (variant not runnable) or 2 (bad shapes).
+int64_t run(Args a, int64_t variant, const Epilogue& e) {
+  if (a.c % kChunk != 0 || a.group % kChunk != 0 || a.group <= 0 || a.rows < 0 || a.m < 0) return 2;
+  if (a.scale_kind < 0 || a.scale_kind > 2) return 2;
+  const bool polar = a.lev != nullptr;
+  if (polar && (a.phase_bits < 3 || a.phase_bits > 5 || 8 - a.phase_bits > 5)) return 2;
+  if (a.pairs == nullptr) return 2;
+  RowsFn fn = pick(variant, polar);
+  if (fn == nullptr) return 1;
+  if (!polar && fn == avx512_polar_rows) return 1;
+  std::vector<float> split;
+  if (fn == avx512_polar_rows) {  // O(M c) once per call instead of two permutes per 16 codes and output row
+    split.resize(2 * a.rows * a.c);
+    for (int64_t i = 0; i < a.rows * a.c; ++i) {
+      split[i] = a.x[2 * i];
+      split[a.rows * a.c + i] = a.x[2 * i + 1];
+    }
+    a.xr = split.data();
+    a.xi = split.data() + a.rows * a.c;
+  }
+  const int64_t grain = 16;
+  at::parallel_for(0, a.m, grain, [&](int64_t o0, int64_t o1) {
+    for (int64_t b0 = 0; b0 < a.rows; b0 += kMaxRows) {
+      const int64_t nb = a.rows - b0 < kMaxRows ? a.rows - b0 : kMaxRows;
+      fn(a, o0, o1, b0, nb);
+    }
+    for (int64_t b = 0; b < a.rows; ++b) {
+      float* y = a.y + b * a.m;
+      if (e.t != nullptr) {
+        for (int64_t o = o0; o < o1; ++o) y[o] += dot(e.lr_out + o * e.rank2, e.t + b * e.rank2, e.rank2);
+      }
+      if (e.bias != nullptr) {
+        for (int64_t o = o0; o < o1; ++o) y[o] += e.bias[o];
+      }
+    }
+  });
+  return 0;
+}
+
 }  // namespace
 
 // The variant `variant` = 0 would run on this CPU (1..4), for tests and benchmarks.
@@ -241,38 +302,49 @@ extern "C" int64_t llava_fa_lut_variant(int64_t polar) {
   return has_avx2() ? 2 : 1;
 }
 
-// Returns 0 on success, 1 if the variant cannot run here, 2 if the shapes are not supported.
+// The product alone, from the interleaved input x. Returns 0 on success, 1 if the variant cannot run here,
+// 2 if the shapes are not supported.
 extern "C" int64_t llava_fa_lut_gemv(const uint8_t* codes, const void* scales, int64_t scale_kind, int64_t group,
                                      const float* pairs, const float* lev, const float* cosv, const float* sinv,
                                      int64_t phase_bits, const float* x, int64_t rows, int64_t c, float* y, int64_t m,
                                      int64_t variant) {
-  if (c % kChunk != 0 || group % kChunk != 0 || group <= 0 || rows < 0 || m < 0) return 2;
-  if (scale_kind < 0 || scale_kind > 2) return 2;
-  const bool polar = lev != nullptr;
-  if (polar && (phase_bits < 3 || phase_bits > 5 || 8 - phase_bits > 5)) return 2;
-  if (pairs == nullptr) return 2;
-  RowsFn fn = pick(variant, polar);
-  if (fn == nullptr) return 1;
-  if (!polar && fn == avx512_polar_rows) return 1;
   Args a{codes, scales, scale_kind, group, pairs, lev, cosv, sinv, phase_bits, x, nullptr, nullptr, rows, c, y, m};
-  std::vector<float> split;
-  if (fn == avx512_polar_rows) {  // O(M c) once per call instead of two permutes per 16 codes and output row
-    split.resize(2 * rows * c);
-    for (int64_t i = 0; i < rows * c; ++i) {
-      split[i] = x[2 * i];
-      split[rows * c + i] = x[2 * i + 1];
-    }
-    a.xr = split.data();
-    a.xi = split.data() + rows * c;
+  return run(a, variant, Epilogue{});
+}
+
+// The whole layer from the raw rfft `uv` (M, n / 2 + 1, 2) of x / d: packed weighted input, product, low-rank
+// term (lr_in (rank2, n + 2 - n % 2) and lr_out (m, rank2), both null at rank 0), bias (null for none).
+// Same return codes as llava_fa_lut_gemv.
+extern "C" int64_t llava_fa_fourier_linear(const uint8_t* codes, const void* scales, int64_t scale_kind,
+                                           int64_t group, const float* pairs, const float* lev, const float* cosv,
+                                           const float* sinv, int64_t phase_bits, const float* uv, int64_t rows,
+                                           int64_t n, float* y, int64_t m, const float* lr_in, const float* lr_out,
+                                           int64_t rank2, const float* bias, int64_t variant) {
+  if (n < 2 || rows < 0 || rank2 < 0) return 2;
+  const int64_t full = n / 2 + 1, c = n % 2 == 0 ? n / 2 : full;
+  std::vector<float> x(2 * rows * c);
+  for (int64_t b = 0; b < rows; ++b) {
+    const float* u = uv + b * 2 * full;
+    float* xb = x.data() + b * 2 * c;
+    xb[0] = u[0];
+    xb[1] = n % 2 == 0 ? u[2 * (n / 2)] : 0.f;
+    for (int64_t i = 2; i < 2 * c; ++i) xb[i] = 2.f * u[i];
   }
-  const int64_t grain = 16;
-  at::parallel_for(0, m, grain, [&](int64_t o0, int64_t o1) {
-    for (int64_t b0 = 0; b0 < rows; b0 += kMaxRows) {
-      const int64_t nb = rows - b0 < kMaxRows ? rows - b0 : kMaxRows;
-      fn(a, o0, o1, b0, nb);
+  std::vector<float> t;
+  Epilogue e;
+  if (lr_in != nullptr && lr_out != nullptr && rank2 > 0) {
+    t.resize(rows * rank2);
+    for (int64_t b = 0; b < rows; ++b) {
+      for (int64_t j = 0; j < rank2; ++j) t[b * rank2 + j] = dot(lr_in + j * 2 * full, uv + b * 2 * full, 2 * full);
     }
-  });
-  return 0;
+    e.t = t.data();
+    e.lr_out = lr_out;
+    e.rank2 = rank2;
+  }
+  e.bias = bias;
+  Args a{codes, scales, scale_kind, group, pairs, lev, cosv, sinv, phase_bits, x.data(), nullptr, nullptr, rows, c,
+         y, m};
+  return run(a, variant, e);
 }
 """
 

@@ -4,7 +4,8 @@
   quantized LUT product, low-rank term, bias. One opaque op with a fake (meta) implementation, so
   ``torch.compile`` keeps the complex FFT out of Inductor and CUDA graphs capture it. On CUDA with
   Triton and 8-bit codes it runs the Triton kernels of ``triton_lut``; on the CPU at small batch the C++
-  LUT kernel of ``cpu_lut``; elsewhere the plain-torch chunked path of ``spectral``.
+  LUT kernel of ``cpu_lut`` (the whole layer after the input's rfft in one call); elsewhere the plain-torch
+  chunked path of ``spectral``.
 * :class:`QuantizedSpectralMatmul` — ``y = x' W'^T`` for the frozen quantized part with a backward
   ``g W'`` that re-dequantises ``W'`` chunk-wise (nothing dense is saved).
 
@@ -22,7 +23,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from ..fourier.polar_quant import code_table, polar_lookup_table, uniform_levels
 from ..fourier.transform import spectrum_columns
-from .cpu_lut import cpu_tables, lut_matmul
+from .cpu_lut import cpu_tables, layer_plan, run_layer
 from .cpu_lut import supported as cpu_lut_supported
 from .spectral import (
     SpectralCodes,
@@ -64,14 +65,16 @@ class QuantizedSpectralMatmul(torch.autograd.Function):
 
 
 def _key(*tensors: Optional[torch.Tensor]) -> tuple:
-    return tuple((None if t is None else (id(t), t.data_ptr(), t._version, tuple(t.shape), t.dtype, str(t.device)))
-                 for t in tensors)
+    # object, storage and in-place version: replacing a tensor (``.data =``, ``.to()``) changes the first two, an
+    # in-place write the third
+    return tuple(None if t is None else (id(t), t.data_ptr(), t._version) for t in tensors)
 
 
-def _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits: int, n: int, code_bits: int = 8) -> dict:
+def _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits: int, n: int, code_bits: int = 8,
+              bias: Optional[torch.Tensor] = None) -> dict:
     """The cached entry of this layer: ``inv_scale``, ``unit_scale`` and, with factors, ``lr_in`` / ``lr_out``;
     path-specific tables are added by :func:`_gpu_tables` / :func:`_cpu_tables` on first use."""
-    key = _key(codes, scales, levels, table, input_scale, l1, l2) + (phase_bits, n, code_bits)
+    key = _key(codes, scales, levels, table, input_scale, l1, l2, bias) + (phase_bits, n, code_bits)
     hit = _PREPARED.get(codes)
     if hit is not None and hit[0] == key:
         return hit[1]
@@ -161,16 +164,18 @@ def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tens
     if triton_supported(x, code_bits):
         return triton_fourier_linear(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features,
                                      phase_bits, group_len, out_dtype)
-    prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, code_bits)
+    prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, code_bits, bias)
+    if cpu_lut_supported(x, code_bits, n_cols, group_len):  # the whole layer in one kernel call
+        if "cpu_plan" not in prep:
+            tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
+            prep["cpu_plan"] = layer_plan(codes, scales, tables, phase_bits, group_len, out_features, n,
+                                          prep.get("lr_in"), prep.get("lr_out"), bias)
+        return run_layer(prep["cpu_plan"], x, _inverse_scale(prep)).to(out_dtype)
     uv = scaled_spectral_input(x, _inverse_scale(prep))
-    if cpu_lut_supported(x, code_bits, n_cols, group_len):
-        tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
-        y = lut_matmul(interleaved_input(uv, n), codes, scales, tables, phase_bits, group_len, out_features)
-    else:
-        lut = _code_table(prep, levels, table, phase_bits, code_bits, codes.device)
-        spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
-                             group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
-        y = quantized_matmul(interleaved_input(uv, n), spec)
+    lut = _code_table(prep, levels, table, phase_bits, code_bits, codes.device)
+    spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
+                         group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
+    y = quantized_matmul(interleaved_input(uv, n), spec)
     if l1 is not None:  # y is a fresh float32 tensor: accumulate in place, in float32 even under autocast
         with _without_autocast(x.device.type):
             y.addmm_(uv.flatten(1) @ prep["lr_in"].T, prep["lr_out"].T)
