@@ -21,8 +21,9 @@ Greedy, no EOS: every call makes exactly `--new-tokens` tokens after a `--prompt
 Tokens/s = batch * new tokens / wall time of the whole `generate` call (its eager prefill included), median of
 `--reps` calls; within each (batch, mode) the methods are timed round-robin, one call each per round, so a
 shared machine's load hits all alike. The first call of each (method, batch, mode) is reported as
-`first_call_s` (compilation included) and, for compiled decoding, its tokens and logits are compared with
-eager's (`compare_to_eager`: in bfloat16 a near tie between the two best logits can flip a token).
+`first_call_s` (compilation included: shorter when Inductor's on-disk cache already holds the graph) and,
+for compiled decoding, its tokens and logits are compared with eager's (`compare_to_eager`: in bfloat16 a
+near tie between the two best logits can flip a token).
 Prefill: eager forward of a `--prefill-len` token prompt at batch 1 (`logits_to_keep=1`, as `generate`'s prefill).
 Memory: parameter + buffer bytes of each model (`weights_mib`); on CUDA also the peak allocated during one
 timed `generate` beyond what was allocated before it (`gen_extra_mib`: static cache, activations, graphs).
@@ -87,6 +88,21 @@ def write_checkpoint(config: Qwen2Config, folder: Path, device: str, seed: int =
     model.generation_config.eos_token_id = None
     model.save_pretrained(folder)
     del model
+
+
+def git_state() -> Optional[str]:
+    """The repository's commit, with "+dirty" when tracked files differ from it (None outside git)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def cpu_name() -> str:
@@ -305,7 +321,7 @@ def run(args: argparse.Namespace) -> dict:
     out = args.output or RESULTS / f"generate_{device}.json"
     meta: dict[str, Any] = dict(
         device=torch.cuda.get_device_name() if device == "cuda" else f"cpu ({cpu_name()})",
-        torch=torch.__version__, transformers=transformers.__version__, command=" ".join(sys.argv),
+        torch=torch.__version__, transformers=transformers.__version__, git=git_state(), command=" ".join(sys.argv),
         preset=args.preset, layers=config.num_hidden_layers, linear_fraction=linear_fraction(config),
         batches=args.batches, new_tokens=args.new_tokens, prompt_len=args.prompt_len, prefill_len=args.prefill_len,
         reps=args.reps, threads=torch.get_num_threads(), load_avg_1min_start=round(os.getloadavg()[0], 2),
