@@ -70,6 +70,7 @@ def compress(path, device: str) -> torch.nn.Module:
     return model
 
 
+@pytest.mark.slow  # ~40 s on 2 cores, almost all of it Inductor compiling the decode step (C++ on the CPU)
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[
     pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")])])
 def test_compiled_static_cache_generate_matches_eager(saved_lm, device):
