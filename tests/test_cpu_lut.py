@@ -137,7 +137,7 @@ def test_layer_forward_routes_through_the_kernel(monkeypatch):
     assert y16.dtype == torch.bfloat16 and float((y16.float() - expected).norm() / expected.norm()) < 2e-2
 
 
-def test_large_batches_and_unaligned_shapes_use_the_torch_path():
+def test_batch_limits_and_unaligned_shapes():
     aligned = _layer(8, 64, group=32)
     odd = _layer(8, 40, group=32)  # n_cols = 20: not a multiple of 16
     x = torch.randn(cpu_lut.MAX_ROWS + 1, 64)
@@ -146,11 +146,73 @@ def test_large_batches_and_unaligned_shapes_use_the_torch_path():
     assert not cpu_lut.supported(x[:1], 5, 32, 32)
     assert not cpu_lut.supported(x[:1], 8, 20, 32)
     assert not cpu_lut.supported(x[:0], 8, 32, 32)
-    for layer, inp in ((aligned, x), (odd, torch.randn(2, 40))):
+    assert cpu_lut.supported(x[:cpu_lut.HALF_MAX_ROWS], 8, 32, 32, half=True)
+    assert not cpu_lut.supported(x[:cpu_lut.HALF_MAX_ROWS + 1], 8, 32, 32, half=True)
+    assert not cpu_lut.dequantize_supported(20, 32) and not cpu_lut.dequantize_supported(32, 24)
+    for layer, inp in ((aligned, x), (odd, torch.randn(2, 40)), (odd, torch.randn(cpu_lut.MAX_ROWS + 3, 40))):
         with torch.no_grad():
             expected = torch.nn.functional.linear(inp, layer.dense_weight(), layer.bias)
             got = fourier_linear_forward(layer, inp)
         assert float((got - expected).norm() / expected.norm()) < 1e-5
+
+
+needs_dequant = pytest.mark.skipif(not cpu_lut.dequantize_supported(16, 16),
+                                   reason="the C++ dequantiser needs an AVX-512 CPU")
+
+
+@needs_dequant
+@pytest.mark.parametrize("codebook", ["lloyd", "vq"])
+@pytest.mark.parametrize("scale_dtype", [torch.float16, torch.float32, torch.bfloat16])
+def test_dequantizer_matches_the_reference_rows(codebook, scale_dtype):
+    # n_cols = 48, group 32: groups straddle rows; row ranges that start anywhere (not only on multiples of 8)
+    layer = _layer(37, 96, codebook=codebook)
+    spec = dataclasses.replace(spectral_codes(layer), scales=spectral_codes(layer).scales.to(scale_dtype))
+    tables = cpu_lut.cpu_tables(spec.table, _levels(layer) if codebook != "vq" else None, layer.phase_bits)
+    full = dequantized_rows(spec, 0, 37).view(37, 48, 2)
+    planar = torch.cat((full[..., 0], full[..., 1]), dim=1)
+    for start, stop in ((0, 37), (3, 20), (36, 37), (5, 5)):
+        got = cpu_lut.dequantize_planar(spec.codes, spec.scales, tables, layer.phase_bits, spec.group_len, 48,
+                                        start, stop)
+        assert got.shape == (stop - start, 96) and got.dtype == torch.float32
+        assert torch.equal(got, planar[start:stop])
+        half = cpu_lut.dequantize_planar(spec.codes, spec.scales, tables, layer.phase_bits, spec.group_len, 48,
+                                         start, stop, torch.bfloat16)
+        assert half.dtype == torch.bfloat16 and torch.equal(half, planar[start:stop].bfloat16())  # nearest even
+    with pytest.raises(ValueError, match="float32 or bfloat16"):
+        cpu_lut.dequantize_planar(spec.codes, spec.scales, tables, layer.phase_bits, 32, 48, 0, 4, torch.float16)
+    with pytest.raises(ValueError, match="out must be"):
+        cpu_lut.dequantize_planar(spec.codes, spec.scales, tables, layer.phase_bits, 32, 48, 0, 4,
+                                  out=torch.empty(4, 95))
+    with pytest.raises(RuntimeError, match="multiples of 16"):
+        cpu_lut.dequantize_planar(spec.codes, spec.scales, tables, layer.phase_bits, 24, 48, 0, 4)
+
+
+@needs_dequant
+def test_large_batches_use_the_dequantised_product(monkeypatch):
+    # above the LUT kernel's batch limits: W' dequantised by the C++ kernel, float32 or bfloat16 products; the
+    # training path's forward and backward take the same product (no chunked torch dequantisation anywhere)
+    layer = _layer(40, 128, group=64, rank=3)
+    monkeypatch.setattr(cpu_lut, "DEQUANT_CHUNK_BYTES", 4096)  # several chunks of 16 rows
+    x = torch.randn(3, 7, 128)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("large CPU batches must use the C++ dequantiser, not the chunked torch path")
+
+    monkeypatch.setattr("llava_fa.kernels.spectral_ops.quantized_matmul", forbidden)
+    monkeypatch.setattr("llava_fa.kernels.spectral_ops.quantized_matmul_transposed", forbidden)
+    with torch.no_grad():
+        expected = torch.nn.functional.linear(x, layer.dense_weight(), layer.bias)
+        y = fourier_linear_forward(layer, x)
+        y16 = fourier_linear_forward(layer, x.bfloat16())
+    assert float((y - expected).norm() / expected.norm()) < 1e-5
+    assert y16.dtype == torch.bfloat16 and float((y16.float() - expected).norm() / expected.norm()) < 2e-2
+    xg = x.clone().requires_grad_(True)
+    yg = fourier_linear_forward(layer, xg)
+    assert torch.equal(yg.detach(), y)  # the same product as inference, bit for bit
+    yg.square().sum().backward()
+    xr = x.clone().requires_grad_(True)
+    torch.nn.functional.linear(xr, layer.dense_weight().detach(), layer.bias.detach()).square().sum().backward()
+    assert float((xg.grad - xr.grad).norm() / xr.grad.norm()) < 1e-4
 
 
 def test_bad_arguments_raise_clear_errors():

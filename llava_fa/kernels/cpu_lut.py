@@ -36,8 +36,13 @@ logger = logging.getLogger(__name__)
 ENV_SWITCH = "LLAVA_FA_CPU_KERNEL"
 #: Variants of ``llava_fa_lut_gemv``: 0 picks the best this CPU runs.
 VARIANTS = {"auto": 0, "portable": 1, "avx2": 2, "avx512_gather": 3, "avx512_polar": 4}
-#: Largest batch (rows of ``x``) routed to the kernel; larger batches dequantise chunks and call the BLAS.
-MAX_ROWS = 16
+#: Largest batch (rows of ``x``) routed to the LUT product for float32 outputs; larger batches dequantise chunks
+#: of W' and call the BLAS (:func:`planar_matmul`).
+MAX_ROWS = 8
+#: The same for bfloat16 / float16 outputs, whose dequantised product runs on the CPU's bfloat16 units.
+HALF_MAX_ROWS = 4
+#: Bytes of W' dequantised per chunk by :func:`planar_matmul`.
+DEQUANT_CHUNK_BYTES = 4 << 20
 
 #: Compiler flags: ATen's `parallel_for` is OpenMP in torch's CPU builds and needs -fopenmp to run in parallel
 #: (the loaded libgomp.so.1 is torch's own, so there is one OpenMP runtime and torch.set_num_threads applies).
@@ -70,6 +75,8 @@ def _build() -> ctypes.CDLL:
     lib.llava_fa_fourier_linear.restype = i64
     lib.llava_fa_fourier_linear.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, i64, ptr, i64, i64, ptr, i64, ptr,
                                             ptr, i64, ptr, i64]
+    lib.llava_fa_lut_dequant.restype = i64
+    lib.llava_fa_lut_dequant.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, i64]
     lib.llava_fa_lut_variant.restype = i64
     lib.llava_fa_lut_variant.argtypes = [i64]
     return lib
@@ -102,10 +109,11 @@ def default_variant(polar: bool) -> str:
     return next(k for k, v in VARIANTS.items() if v == number)
 
 
-def supported(x: torch.Tensor, code_bits: int, n_cols: int, group_len: int) -> bool:
-    """True when :func:`lut_matmul` handles this call (CPU tensor, 8-bit codes, 16-aligned sizes, small batch)."""
+def supported(x: torch.Tensor, code_bits: int, n_cols: int, group_len: int, half: bool = False) -> bool:
+    """True when :func:`run_layer` takes this call (CPU tensor, 8-bit codes, 16-aligned sizes, at most ``MAX_ROWS``
+    rows, ``HALF_MAX_ROWS`` for a half-precision output (``half``))."""
     return (x.device.type == "cpu" and code_bits == 8 and n_cols % 16 == 0 and group_len % 16 == 0
-            and 0 < x.shape[0] <= MAX_ROWS and kernel() is not None)
+            and 0 < x.shape[0] <= (min(HALF_MAX_ROWS, MAX_ROWS) if half else MAX_ROWS) and kernel() is not None)
 
 
 _SCALE_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -145,6 +153,83 @@ def lut_matmul(xp: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, tabl
         _ptr(tables.get("lev")), _ptr(tables.get("cos")), _ptr(tables.get("sin")), phase_bits, _ptr(xp), rows, n_cols,
         _ptr(out), out_features, VARIANTS[variant])
     _raise_for(status, variant, "lev" in tables, n_cols, group_len)
+    return out
+
+
+def dequantize_supported(n_cols: int, group_len: int) -> bool:
+    """True when :func:`dequantize_planar` runs here (the kernel built, an AVX-512 CPU, 16-aligned sizes)."""
+    lib = kernel()
+    return (lib is not None and n_cols % 16 == 0 and group_len % 16 == 0
+            and int(lib.llava_fa_lut_variant(0)) == VARIANTS["avx512_gather"])
+
+
+def dequantize_planar(codes: torch.Tensor, scales: torch.Tensor, tables: dict[str, torch.Tensor], phase_bits: int,
+                      group_len: int, n_cols: int, start: int, stop: int, dtype: torch.dtype = torch.float32,
+                      out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Rows ``[start, stop)`` of the quantized ``W'`` in the planar layout ``[Re | Im]``: ``(stop - start, 2 n_cols)``
+    in ``dtype`` (float32 or bfloat16, rounded to nearest even), written into ``out`` when given (contiguous, that
+    shape and dtype). Multiplies the planar spectral input ``[w Re X | w Im X]`` (``spectral.planar_input``).
+
+    Raises ``RuntimeError`` where :func:`dequantize_supported` is False, ``ValueError`` for bad arguments.
+    """
+    _check_call(codes, scales, tables, stop * n_cols, "auto")
+    if dtype not in (torch.float32, torch.bfloat16) or not 0 <= start <= stop:
+        raise ValueError(f"dequantize_planar: dtype must be float32 or bfloat16 and 0 <= start <= stop, got {dtype}, "
+                         f"[{start}, {stop})")
+    shape = (stop - start, 2 * n_cols)
+    if out is None:
+        out = torch.empty(shape, dtype=dtype)
+    elif out.shape != shape or out.dtype != dtype or not out.is_contiguous():
+        raise ValueError(f"dequantize_planar: out must be a contiguous {dtype} tensor of shape {shape}")
+    codes, scales = codes.contiguous(), scales.contiguous()
+    status = kernel().llava_fa_lut_dequant(
+        _ptr(codes), _ptr(scales), _SCALE_KINDS[scales.dtype], group_len, _ptr(tables["pairs"]),
+        _ptr(tables.get("lev")), _ptr(tables.get("cos")), _ptr(tables.get("sin")), phase_bits, start, stop, n_cols,
+        _ptr(out), int(dtype == torch.bfloat16))
+    if status == 1:
+        raise RuntimeError("dequantize_planar needs an AVX-512 CPU (see dequantize_supported)")
+    if status:
+        raise RuntimeError(f"the CPU LUT kernel rejected the shapes: n_cols={n_cols} and group_len={group_len} must "
+                           f"be multiples of 16")
+    return out
+
+
+def _planar_chunks(codes: torch.Tensor, scales: torch.Tensor, tables: dict[str, torch.Tensor], phase_bits: int,
+                   group_len: int, n_cols: int, out_features: int, dtype: torch.dtype):
+    """``(start, stop, W'[start:stop] planar)`` over row chunks of about ``DEQUANT_CHUNK_BYTES``, in one reused
+    buffer (each chunk is valid until the next one is produced)."""
+    rows = max(16, DEQUANT_CHUNK_BYTES // (2 * n_cols * dtype.itemsize) // 16 * 16)
+    buffer = torch.empty(min(rows, out_features), 2 * n_cols, dtype=dtype)
+    for start in range(0, out_features, rows):
+        stop = min(start + rows, out_features)
+        yield start, stop, dequantize_planar(codes, scales, tables, phase_bits, group_len, n_cols, start, stop, dtype,
+                                             out=buffer[: stop - start])
+
+
+def planar_matmul(xpl: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, tables: dict[str, torch.Tensor],
+                  phase_bits: int, group_len: int, out_features: int) -> torch.Tensor:
+    """``xpl W'^T``: float32 ``(M, out_features)`` from the planar spectral input ``xpl`` ``(M, 2 n_cols)``
+    (float32, or bfloat16 for a bfloat16 product: the CPU's AMX / AVX512-BF16 units), over row chunks of ``W'``
+    dequantised by :func:`dequantize_planar` (about ``DEQUANT_CHUNK_BYTES`` each)."""
+    y = torch.empty(xpl.shape[0], out_features, dtype=torch.float32)
+    for start, stop, w in _planar_chunks(codes, scales, tables, phase_bits, group_len, xpl.shape[1] // 2,
+                                         out_features, xpl.dtype):
+        if xpl.dtype == torch.float32:
+            torch.matmul(xpl, w.T, out=y[:, start:stop])
+        else:
+            y[:, start:stop] = xpl @ w.T
+    return y
+
+
+def planar_matmul_transposed(grad: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor,
+                             tables: dict[str, torch.Tensor], phase_bits: int, group_len: int,
+                             n_cols: int) -> torch.Tensor:
+    """``grad W'``: float32 ``(M, 2 n_cols)`` (planar) from float32 ``grad`` ``(M, out_features)``: the backward of
+    :func:`planar_matmul` with respect to its input."""
+    out = grad.new_zeros(grad.shape[0], 2 * n_cols)
+    for start, stop, w in _planar_chunks(codes, scales, tables, phase_bits, group_len, n_cols, grad.shape[1],
+                                         torch.float32):
+        out.addmm_(grad[:, start:stop], w)
     return out
 
 
@@ -267,5 +352,6 @@ def _raise_for(status: int, variant: str, has_levels: bool, n_cols: int, group_l
                            f"be multiples of 16")
 
 
-__all__ = ["ENV_SWITCH", "MAX_ROWS", "VARIANTS", "cpu_tables", "default_variant", "fourier_linear", "kernel", "layer_plan",
-           "LayerPlan", "lut_matmul", "run_layer", "spectral_input_numpy", "supported"]
+__all__ = ["DEQUANT_CHUNK_BYTES", "ENV_SWITCH", "HALF_MAX_ROWS", "MAX_ROWS", "VARIANTS", "LayerPlan", "cpu_tables",
+           "default_variant", "dequantize_planar", "dequantize_supported", "fourier_linear", "kernel", "layer_plan",
+           "lut_matmul", "planar_matmul", "planar_matmul_transposed", "run_layer", "spectral_input_numpy", "supported"]

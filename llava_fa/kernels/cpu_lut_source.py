@@ -24,6 +24,9 @@ SOURCE = r"""// CPU LUT product of a FourierLinear's quantized spectrum with a s
 // [Re t, Im t] = U_flat B^T, y += [Re t, Im t] C^T (B (2r, n + 2 - n % 2), C (m, 2r); spectral.lowrank_*_matrix)
 // and the bias: no Python between the rfft and the output.
 //
+// llava_fa_lut_dequant writes rows [o0, o1) of W' in the planar layout [Re | Im] ((o1 - o0, 2c), float32 or
+// bfloat16) for the large-batch path (the BLAS / AMX product over dequantised tiles); AVX-512 only.
+//
 // Variants (chosen at run time from the CPU's features; forced by `variant` for tests):
 //   1 portable C++, 2 AVX2 gathers, 3 AVX-512 gathers, 4 AVX-512 polar (in-register permutes, no gathers).
 // Rows are split over ATen's intra-op thread pool (at::parallel_for), so torch.set_num_threads applies.
@@ -216,6 +219,58 @@ __attribute__((target("avx512f,f16c"))) void avx512_polar_rows(const Args& a, in
   }
 }
 
+// 16 float32 -> 16 bfloat16 (round to nearest even; AVX-512F only, no AVX512-BF16 needed).
+__attribute__((target("avx512f"))) inline __m256i to_bf16(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF), lsb));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16));
+}
+
+// Rows [o0, o1) of the planar W' (row stride 2c, row o0 first) in float32 (BF16 false) or bfloat16.
+template <bool POLAR, bool BF16>
+__attribute__((target("avx512f,f16c"))) void avx512_dequant_rows(const Args& a, int64_t o0, int64_t o1, int64_t base,
+                                                              void* out) {
+  const __m512 lev0 = POLAR ? _mm512_loadu_ps(a.lev) : _mm512_setzero_ps();
+  const __m512 lev1 = POLAR ? _mm512_loadu_ps(a.lev + 16) : _mm512_setzero_ps();
+  const __m512 cos0 = POLAR ? _mm512_loadu_ps(a.cosv) : _mm512_setzero_ps();
+  const __m512 cos1 = POLAR ? _mm512_loadu_ps(a.cosv + 16) : _mm512_setzero_ps();
+  const __m512 sin0 = POLAR ? _mm512_loadu_ps(a.sinv) : _mm512_setzero_ps();
+  const __m512 sin1 = POLAR ? _mm512_loadu_ps(a.sinv + 16) : _mm512_setzero_ps();
+  const __m512i phase_mask = _mm512_set1_epi32((1 << a.phase_bits) - 1);
+  const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(a.phase_bits));
+  for (int64_t o = o0; o < o1; ++o) {
+    const uint8_t* code = a.codes + o * a.c;
+    const int64_t row = (o - base) * 2 * a.c;
+    GroupCursor cur(o * a.c, a.group);
+    for (int64_t k = 0; k < a.c; k += kChunk) {
+      const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code + k)));
+      const __m512 s = _mm512_set1_ps(fast_scale_at(a, cur.index));
+      __m512 re, im;
+      if (POLAR) {
+        const __m512i phase = _mm512_and_si512(q, phase_mask);
+        const __m512 level = _mm512_permutex2var_ps(lev0, _mm512_srl_epi32(q, shift), lev1);
+        re = _mm512_mul_ps(_mm512_mul_ps(level, _mm512_permutex2var_ps(cos0, phase, cos1)), s);
+        im = _mm512_mul_ps(_mm512_mul_ps(level, _mm512_permutex2var_ps(sin0, phase, sin1)), s);
+      } else {
+        const __m512i twice = _mm512_slli_epi32(q, 1);
+        re = _mm512_mul_ps(_mm512_i32gather_ps(twice, a.pairs, 4), s);
+        im = _mm512_mul_ps(_mm512_i32gather_ps(_mm512_add_epi32(twice, _mm512_set1_epi32(1)), a.pairs, 4), s);
+      }
+      if (BF16) {
+        uint16_t* dst = static_cast<uint16_t*>(out) + row + k;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), to_bf16(re));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + a.c), to_bf16(im));
+      } else {
+        float* dst = static_cast<float*>(out) + row + k;
+        _mm512_storeu_ps(dst, re);
+        _mm512_storeu_ps(dst + a.c, im);
+      }
+      cur.advance();
+    }
+  }
+}
+
 using RowsFn = void (*)(const Args&, int64_t, int64_t, int64_t, int64_t);
 
 bool has_avx2() {
@@ -310,6 +365,26 @@ extern "C" int64_t llava_fa_lut_gemv(const uint8_t* codes, const void* scales, i
                                      int64_t variant) {
   Args a{codes, scales, scale_kind, group, pairs, lev, cosv, sinv, phase_bits, x, nullptr, nullptr, rows, c, y, m};
   return run(a, variant, Epilogue{});
+}
+
+// Rows [o0, o1) of the planar W' into `out` ((o1 - o0, 2c) float32, or bfloat16 when `bf16`), rows split over
+// ATen's thread pool. Returns 0, 1 (no AVX-512 on this CPU) or 2 (bad shapes).
+extern "C" int64_t llava_fa_lut_dequant(const uint8_t* codes, const void* scales, int64_t scale_kind, int64_t group,
+                                        const float* pairs, const float* lev, const float* cosv, const float* sinv,
+                                        int64_t phase_bits, int64_t o0, int64_t o1, int64_t c, void* out,
+                                        int64_t bf16) {
+  if (c % kChunk != 0 || group % kChunk != 0 || group <= 0 || o0 < 0 || o1 < o0) return 2;
+  if (scale_kind < 0 || scale_kind > 2 || pairs == nullptr) return 2;
+  const bool polar = lev != nullptr;
+  if (polar && (phase_bits < 3 || phase_bits > 5 || 8 - phase_bits > 5)) return 2;
+  if (!has_avx512()) return 1;
+  Args a{codes, scales, scale_kind, group, pairs, lev, cosv, sinv, phase_bits, nullptr, nullptr, nullptr, 0, c,
+         nullptr, 0};
+  using DequantFn = void (*)(const Args&, int64_t, int64_t, int64_t, void*);
+  const DequantFn fn = polar ? (bf16 ? avx512_dequant_rows<true, true> : avx512_dequant_rows<true, false>)
+                             : (bf16 ? avx512_dequant_rows<false, true> : avx512_dequant_rows<false, false>);
+  at::parallel_for(o0, o1, 8, [&](int64_t r0, int64_t r1) { fn(a, r0, r1, o0, out); });
+  return 0;
 }
 
 // The whole layer from the raw rfft `uv` (M, n / 2 + 1, 2) of x / d: packed weighted input, product, low-rank

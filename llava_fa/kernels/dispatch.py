@@ -3,7 +3,7 @@
 Routes a call by what it needs:
 
 * autograd needed (grad mode on and ``x`` or a factor requires grad): plain torch through ONE rfft of the
-  input; the frozen quantized part is :class:`QuantizedSpectralMatmul` (saves nothing dense; its backward
+  input; the frozen quantized part is ``quantized_spectral_product`` (saves nothing dense; its backward
   re-dequantises chunk-wise), the low-rank branch ordinary differentiable ops;
 * otherwise the ``llava_fa_kernels::fourier_linear`` custom op (its implementation called directly in
   eager mode): Triton LUT kernels on CUDA (8-bit codes), the C++ LUT kernel on the CPU at small batch, the
@@ -19,8 +19,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .spectral import interleaved_input, lowrank_term, spectral_codes, spectral_input
-from .spectral_ops import QuantizedSpectralMatmul, fourier_linear_impl, fourier_linear_op
+from .spectral import lowrank_term, spectral_input
+from .spectral_ops import fourier_linear_impl, fourier_linear_op, quantized_spectral_product
 
 #: FourierLinear transforms the frequency-domain paths handle.
 FAST_TRANSFORMS = ("rfft",)
@@ -100,7 +100,7 @@ def fourier_linear_forward(module, x: torch.Tensor, *, include_lowrank: bool = T
                int(group), compute)
         return y.reshape(*lead, m).to(x.dtype)
     uv = spectral_input(x2, module.input_scale)
-    y = QuantizedSpectralMatmul.apply(interleaved_input(uv, n), spectral_codes(module))
+    y = quantized_spectral_product(uv, module)
     if l1 is not None:
         y = y + lowrank_term(uv, l1, l2, n)
     if bias is not None:

@@ -93,6 +93,17 @@ def interleaved_input(uv: torch.Tensor, n: int) -> torch.Tensor:
     return xp.reshape(uv.shape[0], 2 * n_cols)
 
 
+def planar_input(uv: torch.Tensor, n: int) -> torch.Tensor:
+    """``[w Re X | w Im X]`` float32 ``(M, 2 n_cols)`` (the planar spectral input, which multiplies ``W'`` stored as
+    ``[Re | Im]``) from ``uv`` ``(M, n // 2 + 1, 2)``."""
+    n_cols = spectrum_columns(n, "rfft")
+    re = uv[:, :n_cols, 0] * 2.0
+    im = uv[:, :n_cols, 1] * 2.0
+    re[:, 0] = uv[:, 0, 0]
+    im[:, 0] = uv[:, n // 2, 0] if n % 2 == 0 else 0.0
+    return torch.cat((re, im), dim=1)
+
+
 def interleaved_input_adjoint(grad: torch.Tensor, n: int) -> torch.Tensor:
     """Adjoint of :func:`interleaved_input`: ``(M, 2 n_cols)`` -> ``(M, n // 2 + 1, 2)``."""
     m_rows = grad.shape[0]
@@ -222,6 +233,7 @@ __all__ = [
     "lowrank_spatial_matrix",
     "lowrank_output_matrix",
     "lowrank_term",
+    "planar_input",
     "quantized_matmul",
     "quantized_matmul_transposed",
     "rfft_adjoint",

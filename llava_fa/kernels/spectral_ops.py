@@ -23,7 +23,14 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from ..fourier.polar_quant import code_table, polar_lookup_table, uniform_levels
 from ..fourier.transform import spectrum_columns
-from .cpu_lut import cpu_tables, layer_plan, run_layer
+from .cpu_lut import (
+    cpu_tables,
+    dequantize_supported,
+    layer_plan,
+    planar_matmul,
+    planar_matmul_transposed,
+    run_layer,
+)
 from .cpu_lut import supported as cpu_lut_supported
 from .spectral import (
     SpectralCodes,
@@ -31,9 +38,11 @@ from .spectral import (
     lowrank_input_matrix,
     lowrank_output_matrix,
     lowrank_spatial_matrix,
+    planar_input,
     quantized_matmul,
     quantized_matmul_transposed,
     scaled_spectral_input,
+    spectral_codes,
 )
 from .triton_lut import TRITON_AVAILABLE, lut_linear, lut_tables, spectral_prep, use_prep_kernel
 
@@ -52,16 +61,45 @@ def triton_supported(x: torch.Tensor, code_bits: int) -> bool:
 
 
 class QuantizedSpectralMatmul(torch.autograd.Function):
-    """``y = x' W'^T`` (float32 ``(M, out)``) for the quantized part; differentiable in ``x'`` only."""
+    """``y = x' W'^T`` (float32 ``(M, out)``) for the quantized part; differentiable in ``x'`` only.
+
+    ``x'`` is the interleaved spectral input (chunked torch dequantisation) or, with ``tables`` (the C++
+    kernel's ``cpu_tables``), the planar one (``cpu_lut.planar_matmul``: dequantised by the C++ kernel).
+    """
 
     @staticmethod
-    def forward(ctx, xp: torch.Tensor, spec: SpectralCodes) -> torch.Tensor:  # type: ignore[override]
-        ctx.spec = spec
-        return quantized_matmul(xp, spec)
+    def forward(ctx, xp: torch.Tensor, spec: SpectralCodes, tables: Optional[dict],  # type: ignore[override]
+                phase_bits: int) -> torch.Tensor:
+        ctx.spec, ctx.tables, ctx.phase_bits = spec, tables, phase_bits
+        if tables is None:
+            return quantized_matmul(xp, spec)
+        return planar_matmul(xp.float(), spec.codes, spec.scales, tables, phase_bits, spec.group_len,
+                             spec.out_features)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return quantized_matmul_transposed(grad, ctx.spec), None
+        spec = ctx.spec
+        if ctx.tables is None:
+            return quantized_matmul_transposed(grad, spec), None, None, None
+        return (planar_matmul_transposed(grad.float(), spec.codes, spec.scales, ctx.tables, ctx.phase_bits,
+                                         spec.group_len, spec.n_cols), None, None, None)
+
+
+def quantized_spectral_product(uv: torch.Tensor, module) -> torch.Tensor:
+    """``x' W'^T`` float32 ``(M, out)`` of a FourierLinear's quantized part from its spectral input ``uv``
+    ``(M, n // 2 + 1, 2)``, differentiable in ``uv`` (the training path; nothing dense is saved). On an AVX-512
+    CPU the C++ kernel dequantises ``W'`` (planar layout, the same product as the inference path's at batches
+    above ``cpu_lut.MAX_ROWS``); elsewhere the chunked torch path."""
+    spec = spectral_codes(module)
+    n = module.in_features
+    if (uv.device.type == "cpu" and spec.code_bits == 8
+            and dequantize_supported(spec.n_cols, spec.group_len)):
+        levels, table = getattr(module, "levels", None), getattr(module, "table", None)
+        prep = _prepared(module.codes, module.scales, levels, table, module.input_scale, None, None,
+                         module.phase_bits, n, 8)
+        tables = _cpu_tables(prep, levels, table, module.phase_bits, 8, module.codes.device)
+        return QuantizedSpectralMatmul.apply(planar_input(uv, n), spec, tables, module.phase_bits)
+    return QuantizedSpectralMatmul.apply(interleaved_input(uv, n), spec, None, 0)
 
 
 def _key(*tensors: Optional[torch.Tensor]) -> tuple:
@@ -165,17 +203,25 @@ def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tens
         return triton_fourier_linear(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features,
                                      phase_bits, group_len, out_dtype)
     prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, code_bits, bias)
-    if cpu_lut_supported(x, code_bits, n_cols, group_len):  # the whole layer in one kernel call
+    half = out_dtype in (torch.bfloat16, torch.float16)
+    if cpu_lut_supported(x, code_bits, n_cols, group_len, half):  # the whole layer in one kernel call
         if "cpu_plan" not in prep:
             tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
             prep["cpu_plan"] = layer_plan(codes, scales, tables, phase_bits, group_len, out_features, n,
                                           prep.get("lr_in"), prep.get("lr_out"), bias)
         return run_layer(prep["cpu_plan"], x, _inverse_scale(prep)).to(out_dtype)
     uv = scaled_spectral_input(x, _inverse_scale(prep))
-    lut = _code_table(prep, levels, table, phase_bits, code_bits, codes.device)
-    spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
-                         group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
-    y = quantized_matmul(interleaved_input(uv, n), spec)
+    if x.device.type == "cpu" and code_bits == 8 and dequantize_supported(n_cols, group_len):
+        # larger batches: W' dequantised chunk-wise by the C++ kernel, the product in bfloat16 for half outputs
+        tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
+        xpl = planar_input(uv, n).to(torch.bfloat16 if half else torch.float32)
+        with _without_autocast("cpu"):
+            y = planar_matmul(xpl, codes, scales, tables, phase_bits, group_len, out_features)
+    else:
+        lut = _code_table(prep, levels, table, phase_bits, code_bits, codes.device)
+        spec = SpectralCodes(codes=codes, scales=scales, table=lut, code_bits=code_bits,
+                             group_len=group_len, out_features=out_features, in_features=n, n_cols=n_cols)
+        y = quantized_matmul(interleaved_input(uv, n), spec)
     if l1 is not None:  # y is a fresh float32 tensor: accumulate in place, in float32 even under autocast
         with _without_autocast(x.device.type):
             y.addmm_(uv.flatten(1) @ prep["lr_in"].T, prep["lr_out"].T)
@@ -209,5 +255,5 @@ def _register() -> object:
 #: out_features, phase_bits, code_bits, group_len, out_dtype) -> (M, out_features)`` (no autograd).
 fourier_linear_op = _register()
 
-__all__ = ["QuantizedSpectralMatmul", "triton_fourier_linear", "fourier_linear_impl", "fourier_linear_op",
-           "triton_supported", "OP_NAMESPACE", "OP_NAME"]
+__all__ = ["QuantizedSpectralMatmul", "quantized_spectral_product", "triton_fourier_linear", "fourier_linear_impl",
+           "fourier_linear_op", "triton_supported", "OP_NAMESPACE", "OP_NAME"]

@@ -31,6 +31,7 @@ from typing import Optional
 import torch
 
 from ..fourier.transform import spectrum_columns
+from .spectral import planar_input
 
 try:  # optional dependency: CPU-only machines may lack it
     import triton
@@ -544,16 +545,6 @@ def lut_dequantize(codes: torch.Tensor, scales: torch.Tensor, tables: LutTables,
     return w
 
 
-def planar_input(uv: torch.Tensor, n: int) -> torch.Tensor:
-    """``[w Re X | w Im X]`` float32 ``(M, 2 n_cols)`` (planar spectral input) from ``uv`` ``(M, n // 2 + 1, 2)``."""
-    n_cols = spectrum_columns(n, "rfft")
-    re = uv[:, :n_cols, 0] * 2.0
-    im = uv[:, :n_cols, 1] * 2.0
-    re[:, 0] = uv[:, 0, 0]
-    im[:, 0] = uv[:, n // 2, 0] if n % 2 == 0 else 0.0
-    return torch.cat((re, im), dim=1)
-
-
 def _dequant_linear(uv, n, n_cols, codes, scales, tables, group_len, out_features, t, lr_out, bias, out_dtype):
     w = lut_dequantize(codes, scales, tables, group_len, out_features, n_cols, out_dtype)
     y = torch.matmul(planar_input(uv, n).to(out_dtype), w.T)
@@ -566,5 +557,4 @@ def _dequant_linear(uv, n, n_cols, codes, scales, tables, group_len, out_feature
 
 __all__ = ["TRITON_AVAILABLE", "DEQUANT_MIN_BATCH", "GEMV_MAX_BATCH", "PREP_MAX_BATCH", "LutTables", "interpreting",
            "lut_dequantize", "lut_linear", "lut_tables", "pack_table", "spectral_prep",
-           "use_prep_kernel",
-           "planar_input"]
+           "use_prep_kernel"]
