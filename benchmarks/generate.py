@@ -265,7 +265,10 @@ def cell(row: dict, key: str) -> str:
 
 def markdown(meta: dict) -> str:
     """The results as markdown tables (generate rows, then per-method load / memory / prefill)."""
-    lines = [f"{meta['device']}, preset {meta['preset']} with {meta['layers']} decoder layers "
+    env = " ".join(f"{k}={v}" for k, v in meta.get("env", {}).items())
+    lines = [f"`{env + ' ' if env else ''}python {meta['command']}` (torch {meta['torch']}, transformers "
+             f"{meta['transformers']}, git {meta['git']})", "",
+             f"{meta['device']}, preset {meta['preset']} with {meta['layers']} decoder layers "
              f"({meta['linear_fraction']:.0%} of the weights in compressible Linears; head and embeddings dense), "
              f"prompt {meta['prompt_len']} tokens, {meta['new_tokens']} new tokens, greedy, static cache, "
              f"torch threads {meta['threads']}. tok/s = batch x new tokens / generate wall time, median of "
@@ -322,6 +325,7 @@ def run(args: argparse.Namespace) -> dict:
     meta: dict[str, Any] = dict(
         device=torch.cuda.get_device_name() if device == "cuda" else f"cpu ({cpu_name()})",
         torch=torch.__version__, transformers=transformers.__version__, git=git_state(), command=" ".join(sys.argv),
+        env={k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR_", "LLAVA_FA_", "OMP_"))},
         preset=args.preset, layers=config.num_hidden_layers, linear_fraction=linear_fraction(config),
         batches=args.batches, new_tokens=args.new_tokens, prompt_len=args.prompt_len, prefill_len=args.prefill_len,
         reps=args.reps, threads=torch.get_num_threads(), load_avg_1min_start=round(os.getloadavg()[0], 2),
