@@ -1,7 +1,7 @@
 """Per-layer latency of FourierLinear (fast path) vs dense bf16 / int4 Linear, Qwen2.5-7B shapes.
 
     python benchmarks/decode.py --device cuda     # CUDA graphs for every method, L2 flushed before each replay
-    python benchmarks/decode.py --device cpu      # batch 1 and 128 vs dense float32 / bf16 nn.Linear
+    python benchmarks/decode.py --device cpu      # batch 1-128 vs dense float32 / bf16 nn.Linear
 
 Weights are random (speed only): a FourierLinear with random 8-bit codes (3 amplitude + 5 phase bits,
 group 64), rank-16 factors and a channel scale; each method's output is checked against its own
@@ -10,7 +10,9 @@ reference (ours: `dense_weight()`) before timing. GPU rows: `bf16` (F.linear), `
 (the LUT launch alone on a precomputed spectral input), `ours_fused_gemm` (the tensor-core LUT GEMM
 instead of dequantise + cuBLAS), `stage_*` (pieces of ours alone), `int4_tinygemm`
 (`torch.ops.aten._weight_int4pack_mm`, group 128) and any peer library that imports (bitsandbytes NF4,
-torchao int4, hqq). Writes benchmarks/results/decode_<device>.json and .md.
+torchao int4, hqq). CPU rows: dense float32 / bf16 (F.linear), ours (the shipped routing), `lut_*` / `dequant_*`
+(the LUT product / the dequantised BLAS product forced, batch <= 16) and the `stage_*` pieces; methods timed
+round-robin. Writes benchmarks/results/decode_<device>.json and .md.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from llava_fa.quantization import FourierLinear  # noqa: E402
 SHAPES = {"q/o 3584x3584": (3584, 3584), "k/v 512x3584": (512, 3584), "up/gate 18944x3584": (18944, 3584),
           "down 3584x18944": (3584, 18944)}
 GPU_BATCHES = (1, 4, 16, 64, 512)
-CPU_BATCHES = (1, 4, 16, 128)
+CPU_BATCHES = (1, 4, 8, 16, 128)
 
 
 def random_fourier_linear(m: int, n: int, device: str, rank: int = 16, seed: int = 0) -> FourierLinear:
@@ -286,14 +288,16 @@ def time_cpu_round_robin(methods: dict, reps: int) -> dict[str, float]:
     return {name: round(statistics.median(values), 1) for name, values in times.items()}
 
 
-def _without_cpu_kernel(layer):
-    """``fourier_linear_forward`` with the C++ LUT kernel switched off (the chunked torch path it replaces)."""
+def _cpu_route(layer, max_rows: int):
+    """``fourier_linear_forward`` with the LUT-product batch limits (float32 and half outputs) set to ``max_rows``:
+    16 forces the LUT product, 0 the dequantised BLAS product (routing comparisons only)."""
     def call(t):
-        routed, cpu_lut.MAX_ROWS = cpu_lut.MAX_ROWS, 0
+        saved = cpu_lut.MAX_ROWS, cpu_lut.HALF_MAX_ROWS
+        cpu_lut.MAX_ROWS = cpu_lut.HALF_MAX_ROWS = max_rows
         try:
             return fourier_linear_forward(layer, t)
         finally:
-            cpu_lut.MAX_ROWS = routed
+            cpu_lut.MAX_ROWS, cpu_lut.HALF_MAX_ROWS = saved
     return call
 
 
@@ -332,9 +336,13 @@ def run_cpu(shapes: dict, batches, reps: int) -> list[dict]:
                        "dense_bf16": (lambda t, w=w16: F.linear(t, w), xb),
                        "ours_fp32": (lambda t, lay=layer: fourier_linear_forward(lay, t), x),
                        "ours_bf16": (lambda t, lay=layer: fourier_linear_forward(lay, t), xb)}
-            if 0 < batch <= cpu_lut.MAX_ROWS and cpu_lut.kernel() is not None:
-                methods["torch_path_fp32"] = (_without_cpu_kernel(layer), x)
-                methods.update(cpu_stage_timers(layer, x))
+            if 0 < batch <= 16 and cpu_lut.kernel() is not None:
+                for dtype, inp in (("fp32", x), ("bf16", xb)):
+                    methods[f"lut_{dtype}"] = (_cpu_route(layer, 16), inp)
+                    if cpu_lut.dequantize_supported(layer.n_cols, 64):
+                        methods[f"dequant_{dtype}"] = (_cpu_route(layer, 0), inp)
+                if batch <= cpu_lut.MAX_ROWS:
+                    methods.update(cpu_stage_timers(layer, x))
             with torch.no_grad():
                 row["ours_err"] = rel_err(fourier_linear_forward(layer, x), x @ w32.T)
                 row.update({f"{k}_us": v for k, v in time_cpu_round_robin(methods, reps).items()})
@@ -350,16 +358,18 @@ def markdown(device: str, rows: list[dict]) -> str:
         return ""
     if "dense_fp32_us" in rows[0]:
         lines = [f"CPU ({rows[0]['threads']} threads), microseconds per call, median; ratio = ours / dense (lower is better); "
-                 f"torch path = ours without the C++ LUT kernel (batch <= {cpu_lut.MAX_ROWS})",
-                 "; stages of ours fp32: rfft = x / d and the input's rfft, kernel = the LUT product alone", "",
-                 "| layer | batch | dense fp32 | ours fp32 | ratio | stage rfft | stage kernel | torch path fp32 "
-                 "| dense bf16 | ours bf16 | ratio |",
-                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 f"ours routes batches <= {cpu_lut.MAX_ROWS} (float32) / <= {cpu_lut.HALF_MAX_ROWS} (bf16) to the LUT "
+                 "product, larger ones to the dequantised BLAS product; lut / dequant = each forced (batch <= 16); "
+                 "stages of ours fp32: rfft = x / d and the input's rfft, kernel = the LUT product alone", "",
+                 "| layer | batch | dense fp32 | ours fp32 | ratio | lut fp32 | dequant fp32 | stage rfft | stage kernel "
+                 "| dense bf16 | ours bf16 | ratio | lut bf16 | dequant bf16 |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
+            cell = lambda key, r=r: r.get(f"{key}_us", "n/a")  # noqa: E731
             lines.append(f"| {r['layer']} | {r['batch']} | {r['dense_fp32_us']} | {r['ours_fp32_us']} | "
-                         f"{r['ours_vs_fp32']}x | {r.get('stage_rfft_us', 'n/a')} | {r.get('stage_lut_kernel_us', 'n/a')} "
-                         f"| {r.get('torch_path_fp32_us', 'n/a')} | {r['dense_bf16_us']} | "
-                         f"{r['ours_bf16_us']} | {r['ours_vs_bf16']}x |")
+                         f"{r['ours_vs_fp32']}x | {cell('lut_fp32')} | {cell('dequant_fp32')} | {cell('stage_rfft')} | "
+                         f"{cell('stage_lut_kernel')} | {r['dense_bf16_us']} | {r['ours_bf16_us']} | "
+                         f"{r['ours_vs_bf16']}x | {cell('lut_bf16')} | {cell('dequant_bf16')} |")
         return "\n".join(lines) + "\n"
     names = [k[:-3] for k in rows[0] if k.endswith("_us")]
     names += [k[:-3] for r in rows for k in r if k.endswith("_us") and k[:-3] not in names]

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -49,6 +50,8 @@ DEQUANT_CHUNK_BYTES = 4 << 20
 CFLAGS = ["-O3", "-fopenmp"]
 
 _LIB: Optional[ctypes.CDLL] = None
+#: Per-thread scratch buffer of the dequantised chunks.
+_SCRATCH = threading.local()
 _TRIED = False
 
 
@@ -199,7 +202,11 @@ def _planar_chunks(codes: torch.Tensor, scales: torch.Tensor, tables: dict[str, 
     """``(start, stop, W'[start:stop] planar)`` over row chunks of about ``DEQUANT_CHUNK_BYTES``, in one reused
     buffer (each chunk is valid until the next one is produced)."""
     rows = max(16, DEQUANT_CHUNK_BYTES // (2 * n_cols * dtype.itemsize) // 16 * 16)
-    buffer = torch.empty(min(rows, out_features), 2 * n_cols, dtype=dtype)
+    size = min(rows, out_features) * 2 * n_cols
+    buffer = getattr(_SCRATCH, "buffer", None)  # reused: a fresh large buffer per call costs its page faults
+    if buffer is None or buffer.numel() * buffer.element_size() < size * dtype.itemsize:
+        buffer = _SCRATCH.buffer = torch.empty(size * dtype.itemsize, dtype=torch.uint8)
+    buffer = buffer[: size * dtype.itemsize].view(dtype).view(-1, 2 * n_cols)
     for start in range(0, out_features, rows):
         stop = min(start + rows, out_features)
         yield start, stop, dequantize_planar(codes, scales, tables, phase_bits, group_len, n_cols, start, stop, dtype,
