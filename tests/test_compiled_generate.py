@@ -5,10 +5,12 @@ dense fallback), and the generated tokens equal eager decoding's.
 
 transformers 5.24 auto-compiles only on cuda/xpu/neuron/tpu unless ``compile_config._compile_all_devices`` is
 set (``GenerationMixin._valid_auto_compile_criteria``); the CPU case sets it, as transformers' own tests do.
+Also benchmarks/generate.py at toy size (its rows, ratios, skipped peers, atomic files) and its helpers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -108,3 +110,52 @@ def test_compiled_static_cache_generate_matches_eager(saved_lm, device):
     assert torch.equal(compiled.sequences, eager.sequences)
     for step_eager, step_compiled in zip(eager.scores, compiled.scores):
         torch.testing.assert_close(step_compiled, step_eager, atol=1e-4, rtol=1e-4)
+
+
+# ----- benchmarks/generate.py at toy size (eager only: seconds) ---------------------------------------------
+def _generate_bench():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import generate
+
+    return generate
+
+
+def test_generate_benchmark_writes_rows_ratios_and_skips(tmp_path):
+    bench = _generate_bench()
+    out = tmp_path / "generate_toy.json"
+    meta = bench.main(["--device", "cpu", "--preset", "tiny", "--batches", "1", "2", "--new-tokens", "2", "--reps", "1",
+                       "--prefill-len", "8", "--modes", "eager", "--methods", "bf16", "ours", "bnb_nf4",
+                       "--workdir", str(tmp_path), "--output", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == meta["rows"] and out.with_suffix(".md").read_text().count("| eager |") == 4
+    assert [(r["batch"], r["method"]) for r in saved["rows"]] == [(1, "bf16"), (1, "ours"), (2, "bf16"), (2, "ours")]
+    bf16 = {r["batch"]: r["tok_s"] for r in saved["rows"] if r["method"] == "bf16"}
+    for row in saved["rows"]:
+        assert row["tok_s"] > 0 and row["compiled"] is False and "x_eager" not in row
+        assert row["x_bf16"] == pytest.approx(row["tok_s"] / bf16[row["batch"]], abs=1e-3)
+    assert saved["methods"]["bnb_nf4"].startswith("skipped")  # a peer that cannot run is recorded, not fatal
+    assert saved["methods"]["ours"]["weights_mib"] > 0 and saved["methods"]["ours"]["prefill_tok_s"] > 0
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically
+
+
+def test_generate_benchmark_config_and_comparison():
+    bench = _generate_bench()
+    config = bench.text_config("qwen2.5-0.5b", 2)
+    assert config.num_hidden_layers == 2 and len(config.layer_types) == 2 and config.hidden_size == 896
+    with pytest.raises(ValueError, match="--layers"):
+        bench.text_config("qwen2.5-0.5b", 25)
+    assert 0.17 < bench.linear_fraction(config) < 0.19  # the dense tied head/embedding dominates 2 layers
+    ids = torch.tensor([[9, 1, 2, 3], [9, 1, 2, 3]])
+    logits = torch.zeros(3, 2, 4)
+    logits[..., 1], logits[..., 0] = 1.0, 0.9
+    other_logits = logits.clone()
+    other_logits[1, 1, 0] += 0.2  # sequence 1 flips at step 1 (0.1 top-2 gap), then its inputs differ
+    other_logits[2, 1, 3] = 5.0  # after divergence: not counted
+    cmp = bench.compare_to_eager((ids, logits), (torch.tensor([[9, 1, 2, 3], [9, 1, 0, 3]]), other_logits), 1)
+    assert cmp == dict(tokens_match_eager=False, tokens_equal_frac=pytest.approx(5 / 6, abs=1e-3),
+                       logits_max_diff=pytest.approx(0.2), eager_top2_gap_at_divergence=pytest.approx(0.1))
+    assert bench.compare_to_eager((ids, logits), (ids, logits), 1) == dict(
+        tokens_match_eager=True, tokens_equal_frac=1.0, logits_max_diff=0.0)
