@@ -31,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from results_io import RESULTS, write_atomic  # noqa: E402
+from results_io import RESULTS, cpu_model, write_atomic  # noqa: E402
 
 from llava_fa.kernels import (  # noqa: E402
     cpu_lut,
@@ -213,17 +213,6 @@ def time_cuda_graph(fn, x: torch.Tensor, flush: torch.Tensor, reps: int) -> floa
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) * 1e3)
     return statistics.median(times)
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo; "unknown" elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def run_cuda(shapes: dict, batches, reps: int) -> list[dict]:

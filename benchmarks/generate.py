@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -54,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import transformers  # noqa: E402
-from results_io import RESULTS, write_atomic  # noqa: E402
+from results_io import RESULTS, cpu_model, write_atomic  # noqa: E402
 from transformers import AutoModelForCausalLM, CompileConfig, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
 from llava_fa.modeling import LlavaFAConfig  # noqa: E402
@@ -103,17 +102,6 @@ def git_state() -> Optional[str]:
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+dirty" if dirty else "")
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (or platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def model_bytes(model: torch.nn.Module) -> int:
@@ -323,7 +311,7 @@ def run(args: argparse.Namespace) -> dict:
     config = text_config(args.preset, args.layers)
     out = args.output or RESULTS / f"generate_{device}.json"
     meta: dict[str, Any] = dict(
-        device=torch.cuda.get_device_name() if device == "cuda" else f"cpu ({cpu_name()})",
+        device=torch.cuda.get_device_name() if device == "cuda" else f"cpu ({cpu_model()})",
         torch=torch.__version__, transformers=transformers.__version__, git=git_state(), command=" ".join(sys.argv),
         env={k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR_", "LLAVA_FA_", "OMP_"))},
         preset=args.preset, layers=config.num_hidden_layers, linear_fraction=linear_fraction(config),

@@ -1,8 +1,9 @@
-"""Where benchmarks write their results, and how (atomically: a reader never sees half a file)."""
+"""Where benchmarks write their results, and how (atomically: a reader never sees half a file); the machine's name."""
 
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 from pathlib import Path
 
@@ -16,3 +17,14 @@ def write_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo, else platform's guess, else "unknown")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
