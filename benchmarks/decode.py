@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -262,15 +263,24 @@ def run_cuda(shapes: dict, batches, reps: int) -> list[dict]:
     return rows
 
 
-def time_cpu_round_robin(methods: dict, reps: int) -> dict[str, float]:
-    """Median microseconds per call of each ``fn(x)`` in ``methods`` (name -> (fn, x)), timed in turn within
-    every repetition so that a shared machine's changing load hits all methods alike (two warm-up calls each)."""
+def time_cpu_round_robin(methods: dict, reps: int, flush_mb: int = 0, seed: int = 0) -> dict[str, float]:
+    """Median microseconds per call of each ``fn(x)`` in ``methods`` (name -> (fn, x)), all methods timed within
+    every repetition in a new random order (so that what ran before a call, a cache-evicting or AMX-heavy
+    neighbour, hits every method alike; two warm-up calls each). ``flush_mb`` > 0 reads that many MB before every
+    timed call (evicts the cores' L2, as the other layers of a model would between two calls of one layer)."""
+    rng = random.Random(seed)
+    flush = torch.zeros(flush_mb << 18) if flush_mb else None
     for fn, x in methods.values():
         fn(x)
         fn(x)
     times: dict[str, list[float]] = {name: [] for name in methods}
+    order = list(methods)
     for _ in range(reps):
-        for name, (fn, x) in methods.items():
+        rng.shuffle(order)
+        for name in order:
+            fn, x = methods[name]
+            if flush is not None:
+                flush.sum()
             t0 = time.perf_counter()
             fn(x)
             times[name].append((time.perf_counter() - t0) * 1e6)
@@ -278,23 +288,23 @@ def time_cpu_round_robin(methods: dict, reps: int) -> dict[str, float]:
 
 
 def _cpu_route(layer, max_rows: int):
-    """``fourier_linear_forward`` with the LUT-product batch limits (float32 and half outputs) set to ``max_rows``:
+    """``fourier_linear_forward`` with the LUT product's batch limit set to ``max_rows``:
     16 forces the LUT product, 0 the dequantised BLAS product (routing comparisons only)."""
     def call(t):
-        saved = cpu_lut.MAX_ROWS, cpu_lut.HALF_MAX_ROWS
-        cpu_lut.MAX_ROWS = cpu_lut.HALF_MAX_ROWS = max_rows
+        saved, cpu_lut.MAX_ROWS = cpu_lut.MAX_ROWS, max_rows
         try:
             return fourier_linear_forward(layer, t)
         finally:
-            cpu_lut.MAX_ROWS, cpu_lut.HALF_MAX_ROWS = saved
+            cpu_lut.MAX_ROWS = saved
     return call
 
 
 def cpu_stage_timers(layer: FourierLinear, x: torch.Tensor) -> dict:
-    """Where a CPU call's time goes: ``stage_rfft`` (x / d and the rfft of the input, the fixed part that does not
-    depend on out_features) and ``stage_lut_kernel`` (the C++ LUT product alone, on a prepared spectral input: no
+    """Where a CPU call's time goes: ``stage_rfft`` (x / d and the rfft of the input through numpy, the fixed part
+    that does not depend on out_features; ``stage_rfft_torch``: the same through ``torch.fft.rfft``) and
+    ``stage_lut_kernel`` (the C++ LUT product alone, on a prepared spectral input: no
     packing, low-rank term or bias)."""
-    from llava_fa.kernels.spectral import interleaved_input, spectral_codes
+    from llava_fa.kernels.spectral import interleaved_input, scaled_spectral_input, spectral_codes
     from llava_fa.kernels.spectral_ops import _cpu_tables, _prepared
 
     spec = spectral_codes(layer)
@@ -306,11 +316,12 @@ def cpu_stage_timers(layer: FourierLinear, x: torch.Tensor) -> dict:
     tables = _cpu_tables(prep, levels, table, layer.phase_bits, spec.code_bits, layer.codes.device)
     xp = interleaved_input(cpu_lut.spectral_input_numpy(x, inverse), layer.in_features)
     return {"stage_rfft": (lambda t: cpu_lut.spectral_input_numpy(t, inverse), x),
+            "stage_rfft_torch": (lambda t: scaled_spectral_input(t, inverse), x),
             "stage_lut_kernel": (lambda t: cpu_lut.lut_matmul(t, spec.codes, spec.scales, tables, layer.phase_bits,
                                                               spec.group_len, spec.out_features), xp)}
 
 
-def run_cpu(shapes: dict, batches, reps: int) -> list[dict]:
+def run_cpu(shapes: dict, batches, reps: int, flush_mb: int = 0) -> list[dict]:
     rows = []
     for label, (m, n) in shapes.items():
         layer = random_fourier_linear(m, n, "cpu")
@@ -319,7 +330,7 @@ def run_cpu(shapes: dict, batches, reps: int) -> list[dict]:
         for batch in batches:
             x = torch.randn(batch, n)
             xb = x.bfloat16()
-            row = dict(layer=label, out=m, inp=n, batch=batch, threads=torch.get_num_threads(),
+            row = dict(layer=label, out=m, inp=n, batch=batch, threads=torch.get_num_threads(), flush_mb=flush_mb,
                        load_avg_1min=round(os.getloadavg()[0], 2))
             methods = {"dense_fp32": (lambda t, w=w32: F.linear(t, w), x),
                        "dense_bf16": (lambda t, w=w16: F.linear(t, w), xb),
@@ -334,7 +345,7 @@ def run_cpu(shapes: dict, batches, reps: int) -> list[dict]:
                     methods.update(cpu_stage_timers(layer, x))
             with torch.no_grad():
                 row["ours_err"] = rel_err(fourier_linear_forward(layer, x), x @ w32.T)
-                row.update({f"{k}_us": v for k, v in time_cpu_round_robin(methods, reps).items()})
+                row.update({f"{k}_us": v for k, v in time_cpu_round_robin(methods, reps, flush_mb).items()})
             row["ours_vs_fp32"] = round(row["ours_fp32_us"] / row["dense_fp32_us"], 2)
             row["ours_vs_bf16"] = round(row["ours_bf16_us"] / row["dense_bf16_us"], 2)
             rows.append(row)
@@ -346,17 +357,21 @@ def markdown(device: str, rows: list[dict]) -> str:
     if not rows:
         return ""
     if "dense_fp32_us" in rows[0]:
-        lines = [f"CPU ({rows[0]['threads']} threads), microseconds per call, median; ratio = ours / dense (lower is better); "
-                 f"ours routes batches <= {cpu_lut.MAX_ROWS} (float32) / <= {cpu_lut.HALF_MAX_ROWS} (bf16) to the LUT "
+        lines = [f"CPU ({rows[0]['threads']} threads), microseconds per call, median, methods in a new random order per "
+                 f"repetition, {rows[0].get('flush_mb', 0)} MB read before each call (L2 evicted); "
+                 "ratio = ours / dense (lower is better); "
+                 f"ours routes batches <= {cpu_lut.MAX_ROWS} to the LUT "
                  "product, larger ones to the dequantised BLAS product; lut / dequant = each forced (batch <= 16); "
-                 "stages of ours fp32: rfft = x / d and the input's rfft, kernel = the LUT product alone", "",
+                 "stages of ours fp32: rfft = x / d and the input's rfft (numpy; in brackets torch.fft.rfft), kernel = the "
+                 "LUT product alone", "",
                  "| layer | batch | dense fp32 | ours fp32 | ratio | lut fp32 | dequant fp32 | stage rfft | stage kernel "
                  "| dense bf16 | ours bf16 | ratio | lut bf16 | dequant bf16 |",
                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
             cell = lambda key, r=r: r.get(f"{key}_us", "n/a")  # noqa: E731
             lines.append(f"| {r['layer']} | {r['batch']} | {r['dense_fp32_us']} | {r['ours_fp32_us']} | "
-                         f"{r['ours_vs_fp32']}x | {cell('lut_fp32')} | {cell('dequant_fp32')} | {cell('stage_rfft')} | "
+                         f"{r['ours_vs_fp32']}x | {cell('lut_fp32')} | {cell('dequant_fp32')} | {cell('stage_rfft')} "
+                         f"({cell('stage_rfft_torch')}) | "
                          f"{cell('stage_lut_kernel')} | {r['dense_bf16_us']} | {r['ours_bf16_us']} | "
                          f"{r['ours_vs_bf16']}x | {cell('lut_bf16')} | {cell('dequant_bf16')} |")
         return "\n".join(lines) + "\n"
@@ -384,6 +399,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="*", default=None)
     parser.add_argument("--shapes", nargs="*", default=None, help=f"subset of {list(SHAPES)}")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--flush-mb", type=int, default=16,
+                        help="CPU: MB read before every timed call to evict the L2 caches (0: warm caches)")
     parser.add_argument("--compile-check", action="store_true",
                         help="also run two layers under torch.compile(mode='reduce-overhead') against eager")
     parser.add_argument("--output", type=Path, default=None, help="JSON path (default results/decode_<device>.json)")
@@ -410,7 +427,7 @@ def main() -> None:
             extra["compile_check"] = compile_check()
             print("compile check", json.dumps(extra["compile_check"]), flush=True)
     else:
-        rows = run_cpu(shapes, args.batches or CPU_BATCHES, args.reps or 15)
+        rows = run_cpu(shapes, args.batches or CPU_BATCHES, args.reps or 15, args.flush_mb)
         device = "cpu"
         extra["cpu_kernel_variant"] = cpu_lut.default_variant(True) if cpu_lut.kernel() is not None else None
         extra["cpu_model"] = cpu_model()

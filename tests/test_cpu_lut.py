@@ -110,13 +110,28 @@ def test_whole_layer_call_matches_the_dense_layer(n, rank, with_bias):
                                torch.zeros(2, 10), torch.zeros(37, 2))
 
 
-def test_numpy_rfft_matches_torch():
-    x = torch.randn(3, 3584)
-    inverse = torch.rand(3584) + 0.5
-    got = cpu_lut.spectral_input_numpy(x, inverse)
-    want = torch.view_as_real(torch.fft.rfft(x * inverse, norm="ortho"))
-    assert got.shape == want.shape == (3, 1793, 2) and got.dtype == torch.float32
-    assert float((got - want).abs().max()) < 1e-5
+@pytest.mark.parametrize("n", [2, 6, 64, 96, 896, 3584, 4864, 18944])
+def test_kernel_rfft_matches_torch(n):
+    # the kernel's own four-step FFT (n / 2 = power of two x odd factor <= 64) and numpy's, against torch.fft
+    x = torch.randn(3, n, dtype=torch.float64).float()
+    inverse = torch.rand(n) + 0.5
+    want = torch.view_as_real(torch.fft.rfft(x.double() * inverse.double(), norm="ortho"))
+    assert cpu_lut.rfft_supported(n)
+    for got in (cpu_lut.rfft(x, inverse), cpu_lut.spectral_input_numpy(x, inverse)):
+        assert got.shape == (3, n // 2 + 1, 2) and got.dtype == torch.float32
+        assert float((got.double() - want).abs().max()) < 2e-6 * float(want.abs().max())
+    assert torch.allclose(cpu_lut.rfft(x), torch.view_as_real(torch.fft.rfft(x, norm="ortho")), atol=1e-5)
+
+
+def test_kernel_rfft_refuses_other_lengths():
+    for n in (95, 2 * 67, 2 * 3 * 37 * 3):  # odd; odd factor 67 > 64; 333 > 64
+        assert not cpu_lut.rfft_supported(n)
+        with pytest.raises(ValueError, match="odd factor"):
+            cpu_lut.rfft(torch.randn(1, n))
+    tables = cpu_lut.cpu_tables(torch.ones(256, dtype=torch.complex64), None, 5)
+    plan = cpu_lut.layer_plan(torch.zeros(8 * 48, dtype=torch.uint8), torch.ones(12), tables, 5, 32, 8, 95)
+    assert not plan.own_fft  # odd n: numpy's rfft before the kernel call
+    assert cpu_lut.layer_plan(torch.zeros(8 * 48, dtype=torch.uint8), torch.ones(12), tables, 5, 32, 8, 96).own_fft
 
 
 def test_layer_forward_routes_through_the_kernel(monkeypatch):
@@ -146,8 +161,6 @@ def test_batch_limits_and_unaligned_shapes():
     assert not cpu_lut.supported(x[:1], 5, 32, 32)
     assert not cpu_lut.supported(x[:1], 8, 20, 32)
     assert not cpu_lut.supported(x[:0], 8, 32, 32)
-    assert cpu_lut.supported(x[:cpu_lut.HALF_MAX_ROWS], 8, 32, 32, half=True)
-    assert not cpu_lut.supported(x[:cpu_lut.HALF_MAX_ROWS + 1], 8, 32, 32, half=True)
     assert not cpu_lut.dequantize_supported(20, 32) and not cpu_lut.dequantize_supported(32, 24)
     for layer, inp in ((aligned, x), (odd, torch.randn(2, 40)), (odd, torch.randn(cpu_lut.MAX_ROWS + 3, 40))):
         with torch.no_grad():

@@ -37,11 +37,10 @@ logger = logging.getLogger(__name__)
 ENV_SWITCH = "LLAVA_FA_CPU_KERNEL"
 #: Variants of ``llava_fa_lut_gemv``: 0 picks the best this CPU runs.
 VARIANTS = {"auto": 0, "portable": 1, "avx2": 2, "avx512_gather": 3, "avx512_polar": 4}
-#: Largest batch (rows of ``x``) routed to the LUT product for float32 outputs; larger batches dequantise chunks
-#: of W' and call the BLAS (:func:`planar_matmul`).
+#: Largest batch (rows of ``x``) routed to the LUT product; larger batches dequantise chunks of W' and call the
+#: BLAS (:func:`planar_matmul`). The crossover measured by ``benchmarks/decode.py --device cpu`` lies between 8 and
+#: 16 rows for float32 and bfloat16 outputs.
 MAX_ROWS = 8
-#: The same for bfloat16 / float16 outputs, whose dequantised product runs on the CPU's bfloat16 units.
-HALF_MAX_ROWS = 4
 #: Bytes of W' dequantised per chunk by :func:`planar_matmul`.
 DEQUANT_CHUNK_BYTES = 4 << 20
 
@@ -80,6 +79,13 @@ def _build() -> ctypes.CDLL:
                                             ptr, i64, ptr, i64]
     lib.llava_fa_lut_dequant.restype = i64
     lib.llava_fa_lut_dequant.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, i64, i64, i64, i64, ptr, i64]
+    lib.llava_fa_fourier_linear_x.restype = i64
+    lib.llava_fa_fourier_linear_x.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, i64, ptr, ptr, i64, i64, ptr, i64,
+                                              ptr, ptr, i64, ptr, i64]
+    lib.llava_fa_rfft.restype = i64
+    lib.llava_fa_rfft.argtypes = [ptr, ptr, i64, i64, ptr]
+    lib.llava_fa_rfft_supports.restype = i64
+    lib.llava_fa_rfft_supports.argtypes = [i64]
     lib.llava_fa_lut_variant.restype = i64
     lib.llava_fa_lut_variant.argtypes = [i64]
     return lib
@@ -112,11 +118,11 @@ def default_variant(polar: bool) -> str:
     return next(k for k, v in VARIANTS.items() if v == number)
 
 
-def supported(x: torch.Tensor, code_bits: int, n_cols: int, group_len: int, half: bool = False) -> bool:
-    """True when :func:`run_layer` takes this call (CPU tensor, 8-bit codes, 16-aligned sizes, at most ``MAX_ROWS``
-    rows, ``HALF_MAX_ROWS`` for a half-precision output (``half``))."""
+def supported(x: torch.Tensor, code_bits: int, n_cols: int, group_len: int) -> bool:
+    """True when :func:`run_layer` takes this call (CPU tensor, 8-bit codes, 16-aligned sizes, 1 to ``MAX_ROWS``
+    rows)."""
     return (x.device.type == "cpu" and code_bits == 8 and n_cols % 16 == 0 and group_len % 16 == 0
-            and 0 < x.shape[0] <= (min(HALF_MAX_ROWS, MAX_ROWS) if half else MAX_ROWS) and kernel() is not None)
+            and 0 < x.shape[0] <= MAX_ROWS and kernel() is not None)
 
 
 _SCALE_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -240,10 +246,36 @@ def planar_matmul_transposed(grad: torch.Tensor, codes: torch.Tensor, scales: to
     return out
 
 
+def rfft_supported(n: int) -> bool:
+    """True when the kernel's own FFT (:func:`rfft`) takes length ``n``: even, with the odd factor of ``n / 2`` at
+    most 64 (every Qwen2.5 / CLIP width); ``False`` without the kernel."""
+    lib = kernel()
+    return lib is not None and n >= 2 and bool(lib.llava_fa_rfft_supports(n))
+
+
+def rfft(x: torch.Tensor, inverse_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``view_as_real(rfft(x * inverse_scale, norm="ortho"))`` float32 ``(M, n // 2 + 1, 2)`` for a CPU ``x``
+    ``(M, n)``, by the kernel's own FFT (four-step: ``n / 2 = N1 N2``, ``N1`` a power of two; plans cached per
+    ``n``). ``ValueError`` where :func:`rfft_supported` is False."""
+    n = x.shape[-1]
+    if x.dim() != 2 or not rfft_supported(n):
+        raise ValueError(f"rfft: x must be (M, n) with n even and the odd factor of n / 2 at most 64, got "
+                         f"{tuple(x.shape)}")
+    u = x.detach().float().contiguous()
+    uv = torch.empty(u.shape[0], n // 2 + 1, 2, dtype=torch.float32)
+    if _LIB.llava_fa_rfft(u.data_ptr(), _ptr(_float_vector(inverse_scale)), u.shape[0], n, uv.data_ptr()):
+        raise ValueError(f"rfft: the kernel's FFT does not take n={n}")
+    return uv
+
+
+def _float_vector(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.detach().float().contiguous()
+
+
 def spectral_input_numpy(x: torch.Tensor, inverse_scale: Optional[torch.Tensor]) -> torch.Tensor:
     """``view_as_real(rfft(x * inverse_scale, norm="ortho"))`` float32 ``(M, n // 2 + 1, 2)`` for a CPU ``x``
-    ``(M, n)``, through numpy's pocketfft: at batch 1 it is about 3x faster than ``torch.fft.rfft`` on the CPU
-    (which sets up an MKL descriptor on every call)."""
+    ``(M, n)``, through numpy's pocketfft, which keeps its plans between calls (``torch.fft.rfft`` on the CPU sets
+    up an MKL descriptor on every call: the fixed cost that matters at batch 1)."""
     u = x.detach().float()
     u = (u if inverse_scale is None else u * inverse_scale).contiguous().numpy()
     spectrum = np.fft.rfft(u, axis=-1, norm="ortho")
@@ -269,18 +301,22 @@ class LayerPlan:
     group_len: int
     variant: str
     has_levels: bool
+    own_fft: bool
+    inverse_scale: Optional[torch.Tensor]
+    inverse_ptr: Optional[int]
 
 
 def layer_plan(codes: torch.Tensor, scales: torch.Tensor, tables: dict[str, torch.Tensor], phase_bits: int,
                group_len: int, out_features: int, in_features: int, lr_in: Optional[torch.Tensor] = None,
-               lr_out: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None, *,
-               variant: str = "auto") -> LayerPlan:
+               lr_out: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+               inverse_scale: Optional[torch.Tensor] = None, *, variant: str = "auto") -> LayerPlan:
     """Checks and packs one layer's arguments for :func:`run_layer` (build it once per layer, run it per call).
 
     Args:
         lr_in, lr_out: the low-rank matrices ``(2r, 2 (n // 2 + 1))`` / ``(out_features, 2r)`` of
             ``spectral.lowrank_input_matrix`` / ``lowrank_output_matrix``, or both ``None`` (rank 0).
         bias: ``(out_features,)`` or ``None``.
+        inverse_scale: ``(in_features,)`` ``1 / d`` the input is multiplied by before its rfft, or ``None``.
 
     Raises the errors of :func:`lut_matmul`, and ``ValueError`` for low-rank matrices or a bias of the wrong shape.
     """
@@ -298,26 +334,37 @@ def layer_plan(codes: torch.Tensor, scales: torch.Tensor, tables: dict[str, torc
         bias = bias.detach().float().contiguous()
         if bias.shape != (out_features,):
             raise ValueError(f"layer_plan: bias of shape {tuple(bias.shape)}, expected ({out_features},)")
+    inverse = _float_vector(inverse_scale)
+    if inverse is not None and inverse.shape != (in_features,):
+        raise ValueError(f"layer_plan: inverse_scale of shape {tuple(inverse.shape)}, expected ({in_features},)")
     head = (_ptr(codes), _ptr(scales), _SCALE_KINDS[scales.dtype], group_len, _ptr(tables["pairs"]),
             _ptr(tables.get("lev")), _ptr(tables.get("cos")), _ptr(tables.get("sin")), phase_bits)
-    tail = (out_features, _ptr(lr_in), _ptr(lr_out), rank2, _ptr(bias), VARIANTS[variant])
-    return LayerPlan(head=head, tail=tail, keep=(codes, scales, tables, lr_in, lr_out, bias), in_features=in_features,
+    lr_out_t = None if lr_out is None else lr_out.T.contiguous()  # the kernel adds one axpy per rank
+    tail = (out_features, _ptr(lr_in), _ptr(lr_out_t), rank2, _ptr(bias), VARIANTS[variant])
+    return LayerPlan(head=head, tail=tail, keep=(codes, scales, tables, lr_in, lr_out_t, bias), in_features=in_features,
                      out_features=out_features, n_cols=n_cols, group_len=group_len, variant=variant,
-                     has_levels="lev" in tables)
+                     has_levels="lev" in tables, own_fft=rfft_supported(in_features), inverse_scale=inverse,
+                     inverse_ptr=_ptr(inverse))
 
 
-def run_layer(plan: LayerPlan, x: torch.Tensor, inverse_scale: Optional[torch.Tensor]) -> torch.Tensor:
+def run_layer(plan: LayerPlan, x: torch.Tensor) -> torch.Tensor:
     """The whole inference layer on the CPU: float32 ``(M, out_features)`` for ``x`` ``(M, in_features)``, ``M >= 1``.
 
-    The rfft of ``x * inverse_scale`` (:func:`spectral_input_numpy`), then ONE kernel call that packs and weights
-    the spectrum, runs the LUT product, adds the low-rank term ``(uv_flat lr_in^T) lr_out^T`` and the bias.
+    ONE kernel call: the orthonormal rfft of ``x * plan.inverse_scale`` (:func:`rfft`; numpy's for the lengths it does
+    not take, before the call), the packing and weighting of the spectrum, the LUT product, the low-rank term
+    ``(uv_flat lr_in^T) lr_out^T`` and the bias.
     """
     if x.dim() != 2 or x.shape[1] != plan.in_features or x.shape[0] == 0:
         raise ValueError(f"run_layer: x must be (M >= 1, {plan.in_features}), got {tuple(x.shape)}")
-    uv = spectral_input_numpy(x, inverse_scale)
-    out = torch.empty(uv.shape[0], plan.out_features, dtype=torch.float32)
-    status = _LIB.llava_fa_fourier_linear(*plan.head, uv.data_ptr(), uv.shape[0], plan.in_features, out.data_ptr(),
-                                          *plan.tail)
+    out = torch.empty(x.shape[0], plan.out_features, dtype=torch.float32)
+    if plan.own_fft:  # everything from x on in C++
+        u = x if x.dtype == torch.float32 and x.is_contiguous() else x.float().contiguous()
+        status = _LIB.llava_fa_fourier_linear_x(*plan.head, u.data_ptr(), plan.inverse_ptr, u.shape[0],
+                                                plan.in_features, out.data_ptr(), *plan.tail)
+    else:
+        uv = spectral_input_numpy(x, plan.inverse_scale)
+        status = _LIB.llava_fa_fourier_linear(*plan.head, uv.data_ptr(), uv.shape[0], plan.in_features,
+                                              out.data_ptr(), *plan.tail)
     if status:
         _raise_for(status, plan.variant, plan.has_levels, plan.n_cols, plan.group_len)
     return out
@@ -329,8 +376,8 @@ def fourier_linear(x: torch.Tensor, inverse_scale: Optional[torch.Tensor], codes
                    bias: Optional[torch.Tensor] = None, *, variant: str = "auto") -> torch.Tensor:
     """:func:`run_layer` of a one-off :func:`layer_plan` (same arguments): float32 ``(M, out_features)``."""
     plan = layer_plan(codes, scales, tables, phase_bits, group_len, out_features, x.shape[-1], lr_in, lr_out, bias,
-                      variant=variant)
-    return run_layer(plan, x, inverse_scale)
+                      inverse_scale, variant=variant)
+    return run_layer(plan, x)
 
 
 def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
@@ -359,6 +406,7 @@ def _raise_for(status: int, variant: str, has_levels: bool, n_cols: int, group_l
                            f"be multiples of 16")
 
 
-__all__ = ["DEQUANT_CHUNK_BYTES", "ENV_SWITCH", "HALF_MAX_ROWS", "MAX_ROWS", "VARIANTS", "LayerPlan", "cpu_tables",
-           "default_variant", "dequantize_planar", "dequantize_supported", "fourier_linear", "kernel", "layer_plan",
-           "lut_matmul", "planar_matmul", "planar_matmul_transposed", "run_layer", "spectral_input_numpy", "supported"]
+__all__ = ["DEQUANT_CHUNK_BYTES", "ENV_SWITCH", "MAX_ROWS", "VARIANTS", "LayerPlan", "cpu_tables", "default_variant",
+           "dequantize_planar", "dequantize_supported", "fourier_linear", "kernel", "layer_plan", "lut_matmul",
+           "planar_matmul", "planar_matmul_transposed", "rfft", "rfft_supported", "run_layer", "spectral_input_numpy",
+           "supported"]

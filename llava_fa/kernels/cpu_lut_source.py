@@ -21,7 +21,8 @@ SOURCE = r"""// CPU LUT product of a FourierLinear's quantized spectrum with a s
 // llava_fa_fourier_linear is the whole inference layer around that product, in one call: it takes the raw
 // orthonormal rfft U of x / d (float32 (M, n / 2 + 1, 2)), builds the weighted, packed input x from it
 // (x[0] = (Re U_0, Re U_{n/2} for even n, else 0), x[k] = 2 U_k), and adds the low-rank term
-// [Re t, Im t] = U_flat B^T, y += [Re t, Im t] C^T (B (2r, n + 2 - n % 2), C (m, 2r); spectral.lowrank_*_matrix)
+// [Re t, Im t] = U_flat B^T, y += [Re t, Im t] C^T (B (2r, n + 2 - n % 2), C (m, 2r) passed as C^T;
+// spectral.lowrank_*_matrix)
 // and the bias: no Python between the rfft and the output.
 //
 // llava_fa_lut_dequant writes rows [o0, o1) of W' in the planar layout [Re | Im] ((o1 - o0, 2c), float32 or
@@ -37,8 +38,12 @@ SOURCE = r"""// CPU LUT product of a FourierLinear's quantized spectrum with a s
 #include <c10/util/Half.h>
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 namespace {
@@ -271,6 +276,171 @@ __attribute__((target("avx512f,f16c"))) void avx512_dequant_rows(const Args& a, 
   }
 }
 
+// ---- real FFT of the input (orthonormal rfft), four-step: N = n / 2 = N1 * N2, N1 a power of two --------------
+// z[j] = u[2j] + i u[2j+1] (complex length N); Z = DFT_N(z) by (1) N2-point DFTs down the columns of z viewed as
+// (N2, N1), vectorised over the N1 columns, (2) twiddles w_N^(n1 k2), (3) radix-2 FFTs of the N2 rows; then the
+// real spectrum X[k] = (Z[k] + conj Z[N-k]) / 2 - i w_n^k (Z[k] - conj Z[N-k]) / 2, k = 0..N, times 1 / sqrt(n).
+constexpr int64_t kMaxOddFactor = 64;  // N2 above this: the caller uses another FFT (the column DFTs cost N * N2)
+
+struct FftPlan {
+  int64_t n, N, N1, N2;
+  std::vector<float> w2re, w2im;      // (N2, N2): w_N2^(p q)
+  std::vector<float> twre, twim;      // (N2, N1): w_N^(n1 k2)
+  std::vector<float> stre, stim;      // radix-2 stage twiddles, stage of half-length h at offset h - 1: w_2h^j
+  std::vector<int32_t> rev;           // bit reversal of N1
+  std::vector<float> postre, postim;  // (N + 1): w_n^k
+};
+
+std::shared_ptr<const FftPlan> make_plan(int64_t n) {
+  auto p = std::make_shared<FftPlan>();
+  p->n = n;
+  p->N = n / 2;
+  p->N1 = 1;
+  while (p->N % (2 * p->N1) == 0) p->N1 *= 2;
+  p->N2 = p->N / p->N1;
+  const double tau = 2.0 * M_PI;
+  const int64_t N = p->N, N1 = p->N1, N2 = p->N2;
+  p->w2re.resize(N2 * N2), p->w2im.resize(N2 * N2);
+  for (int64_t a = 0; a < N2; ++a)
+    for (int64_t b = 0; b < N2; ++b) {
+      const double ang = -tau * static_cast<double>((a * b) % N2) / N2;
+      p->w2re[a * N2 + b] = static_cast<float>(std::cos(ang));
+      p->w2im[a * N2 + b] = static_cast<float>(std::sin(ang));
+    }
+  p->twre.resize(N2 * N1), p->twim.resize(N2 * N1);
+  for (int64_t k2 = 0; k2 < N2; ++k2)
+    for (int64_t n1 = 0; n1 < N1; ++n1) {
+      const double ang = -tau * static_cast<double>((n1 * k2) % N) / N;
+      p->twre[k2 * N1 + n1] = static_cast<float>(std::cos(ang));
+      p->twim[k2 * N1 + n1] = static_cast<float>(std::sin(ang));
+    }
+  p->stre.resize(N1 > 1 ? N1 - 1 : 1), p->stim.resize(N1 > 1 ? N1 - 1 : 1);
+  for (int64_t h = 1; h < N1; h *= 2)
+    for (int64_t j = 0; j < h; ++j) {
+      const double ang = -tau * static_cast<double>(j) / (2 * h);
+      p->stre[h - 1 + j] = static_cast<float>(std::cos(ang));
+      p->stim[h - 1 + j] = static_cast<float>(std::sin(ang));
+    }
+  p->rev.resize(N1);
+  int bits = 0;
+  while ((int64_t{1} << bits) < N1) ++bits;
+  for (int64_t i = 0; i < N1; ++i) {
+    int64_t r = 0;
+    for (int b = 0; b < bits; ++b) r |= ((i >> b) & 1) << (bits - 1 - b);
+    p->rev[i] = static_cast<int32_t>(r);
+  }
+  p->postre.resize(N + 1), p->postim.resize(N + 1);
+  for (int64_t k = 0; k <= N; ++k) {
+    const double ang = -tau * static_cast<double>(k) / n;
+    p->postre[k] = static_cast<float>(std::cos(ang));
+    p->postim[k] = static_cast<float>(std::sin(ang));
+  }
+  return p;
+}
+
+// The plan of length n (even, odd part of n / 2 at most kMaxOddFactor), built once per n; nullptr otherwise.
+std::shared_ptr<const FftPlan> plan_for(int64_t n) {
+  if (n < 2 || n % 2 != 0) return nullptr;
+  int64_t odd = n / 2;
+  while (odd % 2 == 0) odd /= 2;
+  if (odd > kMaxOddFactor) return nullptr;
+  static std::mutex lock;
+  static std::map<int64_t, std::shared_ptr<const FftPlan>> plans;
+  std::lock_guard<std::mutex> guard(lock);
+  auto it = plans.find(n);
+  if (it != plans.end()) return it->second;
+  auto plan = make_plan(n);
+  plans.emplace(n, plan);
+  return plan;
+}
+
+// uv (n / 2 + 1, 2) = orthonormal rfft of u = x * inv (inv may be null) for one row; re / im: 2N scratch floats.
+void rfft_row(const FftPlan& p, const float* x, const float* inv, float* uv, float* re, float* im) {
+  const int64_t N = p.N, N1 = p.N1, N2 = p.N2;
+  float* are = re + N;  // A: the input, (N2, N1) row-major; re / im hold B, then the row FFTs in place
+  float* aim = im + N;
+  for (int64_t j = 0; j < N; ++j) {
+    are[j] = inv ? x[2 * j] * inv[2 * j] : x[2 * j];
+    aim[j] = inv ? x[2 * j + 1] * inv[2 * j + 1] : x[2 * j + 1];
+  }
+  for (int64_t k2 = 0; k2 < N2; ++k2) {  // (1) column DFTs and (2) twiddles
+    float* bre = re + k2 * N1;
+    float* bim = im + k2 * N1;
+    for (int64_t n1 = 0; n1 < N1; ++n1) bre[n1] = bim[n1] = 0.f;
+    for (int64_t n2 = 0; n2 < N2; ++n2) {
+      const float wr = p.w2re[n2 * N2 + k2], wi = p.w2im[n2 * N2 + k2];
+      const float* xr = are + n2 * N1;
+      const float* xi = aim + n2 * N1;
+#pragma omp simd
+      for (int64_t n1 = 0; n1 < N1; ++n1) {
+        bre[n1] += xr[n1] * wr - xi[n1] * wi;
+        bim[n1] += xr[n1] * wi + xi[n1] * wr;
+      }
+    }
+    const float* tr = p.twre.data() + k2 * N1;
+    const float* ti = p.twim.data() + k2 * N1;
+#pragma omp simd
+    for (int64_t n1 = 0; n1 < N1; ++n1) {
+      const float r = bre[n1] * tr[n1] - bim[n1] * ti[n1];
+      bim[n1] = bre[n1] * ti[n1] + bim[n1] * tr[n1];
+      bre[n1] = r;
+    }
+  }
+  // (3) A is no longer needed: every row of B, bit-reversed into A's row, then radix-2 butterflies in place there
+  for (int64_t k2 = 0; k2 < N2; ++k2) {
+    float* bre = re + k2 * N1;
+    float* bim = im + k2 * N1;
+    float* cre = are + k2 * N1;
+    float* cim = aim + k2 * N1;
+    for (int64_t i = 0; i < N1; ++i) {
+      cre[i] = bre[p.rev[i]];
+      cim[i] = bim[p.rev[i]];
+    }
+    for (int64_t h = 1; h < N1; h *= 2) {
+      const float* wr = p.stre.data() + h - 1;
+      const float* wi = p.stim.data() + h - 1;
+      for (int64_t i = 0; i < N1; i += 2 * h) {
+        float* ur = cre + i;
+        float* ui = cim + i;
+        float* vr = cre + i + h;
+        float* vi = cim + i + h;
+#pragma omp simd
+        for (int64_t j = 0; j < h; ++j) {
+          const float tr = vr[j] * wr[j] - vi[j] * wi[j];
+          const float ti = vr[j] * wi[j] + vi[j] * wr[j];
+          vr[j] = ur[j] - tr;
+          vi[j] = ui[j] - ti;
+          ur[j] += tr;
+          ui[j] += ti;
+        }
+      }
+    }
+  }
+  // Z[k2 + N2 k1] = C[k2][k1]; real spectrum, orthonormal scale
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.n)));
+  for (int64_t k = 0; k <= N; ++k) {
+    const int64_t a = k % N, b = (N - k) % N;
+    const float zr = are[(a % N2) * N1 + a / N2], zi = aim[(a % N2) * N1 + a / N2];
+    const float cr = are[(b % N2) * N1 + b / N2], ci = -aim[(b % N2) * N1 + b / N2];  // conj Z[N - k]
+    const float er = 0.5f * (zr + cr), ei = 0.5f * (zi + ci);
+    const float dr = 0.5f * (zr - cr), di = 0.5f * (zi - ci);
+    const float orr = di, oi = -dr;  // -i (Z - conj Z') / 2
+    const float wr = p.postre[k], wi = p.postim[k];
+    uv[2 * k] = scale * (er + wr * orr - wi * oi);
+    uv[2 * k + 1] = scale * (ei + wr * oi + wi * orr);
+  }
+}
+
+// rfft_row over `rows` rows of x (row stride n) into uv (row stride n + 2), rows split over the thread pool.
+void rfft_rows(const FftPlan& p, const float* x, const float* inv, int64_t rows, float* uv) {
+  at::parallel_for(0, rows, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<float> scratch(4 * p.N);
+    for (int64_t r = r0; r < r1; ++r) {
+      rfft_row(p, x + r * p.n, inv, uv + r * (p.n + 2), scratch.data(), scratch.data() + 2 * p.N);
+    }
+  });
+}
+
 using RowsFn = void (*)(const Args&, int64_t, int64_t, int64_t, int64_t);
 
 bool has_avx2() {
@@ -305,7 +475,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) float dot(const flo
 // What the product adds to each output: the low-rank term ([Re t, Im t] C^T, `t` (M, 2r)) and the bias.
 struct Epilogue {
   const float* t = nullptr;
-  const float* lr_out = nullptr;
+  const float* lr_out_t = nullptr;  // (rank2, m): the output factor transposed, one axpy per rank
   int64_t rank2 = 0;
   const float* bias = nullptr;
 };
@@ -339,7 +509,12 @@ int64_t run(Args a, int64_t variant, const Epilogue& e) {
     for (int64_t b = 0; b < a.rows; ++b) {
       float* y = a.y + b * a.m;
       if (e.t != nullptr) {
-        for (int64_t o = o0; o < o1; ++o) y[o] += dot(e.lr_out + o * e.rank2, e.t + b * e.rank2, e.rank2);
+        for (int64_t j = 0; j < e.rank2; ++j) {
+          const float tj = e.t[b * e.rank2 + j];
+          const float* c = e.lr_out_t + j * a.m;
+#pragma omp simd
+          for (int64_t o = o0; o < o1; ++o) y[o] += tj * c[o];
+        }
       }
       if (e.bias != nullptr) {
         for (int64_t o = o0; o < o1; ++o) y[o] += e.bias[o];
@@ -388,12 +563,12 @@ extern "C" int64_t llava_fa_lut_dequant(const uint8_t* codes, const void* scales
 }
 
 // The whole layer from the raw rfft `uv` (M, n / 2 + 1, 2) of x / d: packed weighted input, product, low-rank
-// term (lr_in (rank2, n + 2 - n % 2) and lr_out (m, rank2), both null at rank 0), bias (null for none).
+// term (lr_in (rank2, n + 2 - n % 2) and lr_out_t (rank2, m), both null at rank 0), bias (null for none).
 // Same return codes as llava_fa_lut_gemv.
 extern "C" int64_t llava_fa_fourier_linear(const uint8_t* codes, const void* scales, int64_t scale_kind,
                                            int64_t group, const float* pairs, const float* lev, const float* cosv,
                                            const float* sinv, int64_t phase_bits, const float* uv, int64_t rows,
-                                           int64_t n, float* y, int64_t m, const float* lr_in, const float* lr_out,
+                                           int64_t n, float* y, int64_t m, const float* lr_in, const float* lr_out_t,
                                            int64_t rank2, const float* bias, int64_t variant) {
   if (n < 2 || rows < 0 || rank2 < 0) return 2;
   const int64_t full = n / 2 + 1, c = n % 2 == 0 ? n / 2 : full;
@@ -407,19 +582,46 @@ extern "C" int64_t llava_fa_fourier_linear(const uint8_t* codes, const void* sca
   }
   std::vector<float> t;
   Epilogue e;
-  if (lr_in != nullptr && lr_out != nullptr && rank2 > 0) {
+  if (lr_in != nullptr && lr_out_t != nullptr && rank2 > 0) {
     t.resize(rows * rank2);
     for (int64_t b = 0; b < rows; ++b) {
       for (int64_t j = 0; j < rank2; ++j) t[b * rank2 + j] = dot(lr_in + j * 2 * full, uv + b * 2 * full, 2 * full);
     }
     e.t = t.data();
-    e.lr_out = lr_out;
+    e.lr_out_t = lr_out_t;
     e.rank2 = rank2;
   }
   e.bias = bias;
   Args a{codes, scales, scale_kind, group, pairs, lev, cosv, sinv, phase_bits, x.data(), nullptr, nullptr, rows, c,
          y, m};
   return run(a, variant, e);
+}
+
+// 1 when llava_fa_rfft takes length n (its plan is then built and cached), else 0.
+extern "C" int64_t llava_fa_rfft_supports(int64_t n) { return plan_for(n) != nullptr ? 1 : 0; }
+
+// The orthonormal rfft of x * inv (inv null: x) for `rows` rows of even length n into uv (rows, n / 2 + 1, 2).
+// Returns 0, or 3 when this FFT does not take n (odd, or an odd factor of n / 2 above kMaxOddFactor).
+extern "C" int64_t llava_fa_rfft(const float* x, const float* inv, int64_t rows, int64_t n, float* uv) {
+  const auto plan = plan_for(n);
+  if (plan == nullptr || rows < 0) return 3;
+  rfft_rows(*plan, x, inv, rows, uv);
+  return 0;
+}
+
+// llava_fa_fourier_linear from x itself ((rows, n) float32, inv the (n,) float32 1 / d or null): the rfft above,
+// then the layer. Returns its codes, or 3 when the FFT does not take n.
+extern "C" int64_t llava_fa_fourier_linear_x(const uint8_t* codes, const void* scales, int64_t scale_kind,
+                                             int64_t group, const float* pairs, const float* lev, const float* cosv,
+                                             const float* sinv, int64_t phase_bits, const float* x, const float* inv,
+                                             int64_t rows, int64_t n, float* y, int64_t m, const float* lr_in,
+                                             const float* lr_out_t, int64_t rank2, const float* bias, int64_t variant) {
+  const auto plan = plan_for(n);
+  if (plan == nullptr || rows < 0) return 3;
+  std::vector<float> uv(rows * (n + 2));
+  rfft_rows(*plan, x, inv, rows, uv.data());
+  return llava_fa_fourier_linear(codes, scales, scale_kind, group, pairs, lev, cosv, sinv, phase_bits, uv.data(),
+                                 rows, n, y, m, lr_in, lr_out_t, rank2, bias, variant);
 }
 """
 

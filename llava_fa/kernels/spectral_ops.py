@@ -203,17 +203,17 @@ def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tens
         return triton_fourier_linear(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features,
                                      phase_bits, group_len, out_dtype)
     prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, code_bits, bias)
-    half = out_dtype in (torch.bfloat16, torch.float16)
-    if cpu_lut_supported(x, code_bits, n_cols, group_len, half):  # the whole layer in one kernel call
+    if cpu_lut_supported(x, code_bits, n_cols, group_len):  # the whole layer in one kernel call
         if "cpu_plan" not in prep:
             tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
             prep["cpu_plan"] = layer_plan(codes, scales, tables, phase_bits, group_len, out_features, n,
-                                          prep.get("lr_in"), prep.get("lr_out"), bias)
-        return run_layer(prep["cpu_plan"], x, _inverse_scale(prep)).to(out_dtype)
+                                          prep.get("lr_in"), prep.get("lr_out"), bias, _inverse_scale(prep))
+        return run_layer(prep["cpu_plan"], x).to(out_dtype)
     uv = scaled_spectral_input(x, _inverse_scale(prep))
     if x.device.type == "cpu" and code_bits == 8 and dequantize_supported(n_cols, group_len):
         # larger batches: W' dequantised chunk-wise by the C++ kernel, the product in bfloat16 for half outputs
         tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
+        half = out_dtype in (torch.bfloat16, torch.float16)
         xpl = planar_input(uv, n).to(torch.bfloat16 if half else torch.float32)
         with _without_autocast("cpu"):
             y = planar_matmul(xpl, codes, scales, tables, phase_bits, group_len, out_features)
