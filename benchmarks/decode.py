@@ -300,8 +300,9 @@ def _cpu_route(layer, max_rows: int):
 
 
 def cpu_stage_timers(layer: FourierLinear, x: torch.Tensor) -> dict:
-    """Where a CPU call's time goes: ``stage_rfft`` (x / d and the rfft of the input through numpy, the fixed part
-    that does not depend on out_features; ``stage_rfft_torch``: the same through ``torch.fft.rfft``) and
+    """Where a CPU call's time goes: ``stage_rfft`` (x / d and the rfft of the input as the layer computes it: the
+    kernel's own FFT, numpy's for other lengths; the fixed part that does not depend on out_features;
+    ``stage_rfft_torch``: the same through ``torch.fft.rfft``) and
     ``stage_lut_kernel`` (the C++ LUT product alone, on a prepared spectral input: no
     packing, low-rank term or bias)."""
     from llava_fa.kernels.spectral import interleaved_input, scaled_spectral_input, spectral_codes
@@ -314,8 +315,9 @@ def cpu_stage_timers(layer: FourierLinear, x: torch.Tensor) -> dict:
                      layer.in_features, spec.code_bits)
     inverse = None if prep["unit_scale"] else prep["inv_scale"]
     tables = _cpu_tables(prep, levels, table, layer.phase_bits, spec.code_bits, layer.codes.device)
-    xp = interleaved_input(cpu_lut.spectral_input_numpy(x, inverse), layer.in_features)
-    return {"stage_rfft": (lambda t: cpu_lut.spectral_input_numpy(t, inverse), x),
+    spectrum = cpu_lut.rfft if cpu_lut.rfft_supported(layer.in_features) else cpu_lut.spectral_input_numpy
+    xp = interleaved_input(spectrum(x, inverse), layer.in_features)
+    return {"stage_rfft": (lambda t: spectrum(t, inverse), x),
             "stage_rfft_torch": (lambda t: scaled_spectral_input(t, inverse), x),
             "stage_lut_kernel": (lambda t: cpu_lut.lut_matmul(t, spec.codes, spec.scales, tables, layer.phase_bits,
                                                               spec.group_len, spec.out_features), xp)}
@@ -362,7 +364,8 @@ def markdown(device: str, rows: list[dict]) -> str:
                  "ratio = ours / dense (lower is better); "
                  f"ours routes batches <= {cpu_lut.MAX_ROWS} to the LUT "
                  "product, larger ones to the dequantised BLAS product; lut / dequant = each forced (batch <= 16); "
-                 "stages of ours fp32: rfft = x / d and the input's rfft (numpy; in brackets torch.fft.rfft), kernel = the "
+                 "stages of ours fp32: rfft = x / d and the input's rfft (the kernel's FFT through its Python entry; in "
+                 "brackets torch.fft.rfft), kernel = the "
                  "LUT product alone", "",
                  "| layer | batch | dense fp32 | ours fp32 | ratio | lut fp32 | dequant fp32 | stage rfft | stage kernel "
                  "| dense bf16 | ours bf16 | ratio | lut bf16 | dequant bf16 |",
