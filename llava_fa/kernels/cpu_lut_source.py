@@ -309,29 +309,22 @@ std::shared_ptr<const FftPlan> make_plan(int64_t n) {
   p->N1 = 1;
   while (p->N % (2 * p->N1) == 0) p->N1 *= 2;
   p->N2 = p->N / p->N1;
-  const double tau = 2.0 * M_PI;
   const int64_t N = p->N, N1 = p->N1, N2 = p->N2;
+  // re[i] + i im[i] = exp(-2 pi i num / den)
+  const auto unit = [](std::vector<float>& re, std::vector<float>& im, int64_t i, int64_t num, int64_t den) {
+    const double ang = -2.0 * M_PI * static_cast<double>(num % den) / den;
+    re[i] = static_cast<float>(std::cos(ang));
+    im[i] = static_cast<float>(std::sin(ang));
+  };
   p->w2re.resize(N2 * N2), p->w2im.resize(N2 * N2);
   for (int64_t a = 0; a < N2; ++a)
-    for (int64_t b = 0; b < N2; ++b) {
-      const double ang = -tau * static_cast<double>((a * b) % N2) / N2;
-      p->w2re[a * N2 + b] = static_cast<float>(std::cos(ang));
-      p->w2im[a * N2 + b] = static_cast<float>(std::sin(ang));
-    }
+    for (int64_t b = 0; b < N2; ++b) unit(p->w2re, p->w2im, a * N2 + b, a * b, N2);
   p->twre.resize(N2 * N1), p->twim.resize(N2 * N1);
   for (int64_t k2 = 0; k2 < N2; ++k2)
-    for (int64_t n1 = 0; n1 < N1; ++n1) {
-      const double ang = -tau * static_cast<double>((n1 * k2) % N) / N;
-      p->twre[k2 * N1 + n1] = static_cast<float>(std::cos(ang));
-      p->twim[k2 * N1 + n1] = static_cast<float>(std::sin(ang));
-    }
+    for (int64_t n1 = 0; n1 < N1; ++n1) unit(p->twre, p->twim, k2 * N1 + n1, n1 * k2, N);
   p->stre.resize(N1 > 1 ? N1 - 1 : 1), p->stim.resize(N1 > 1 ? N1 - 1 : 1);
   for (int64_t h = 1; h < N1; h *= 2)
-    for (int64_t j = 0; j < h; ++j) {
-      const double ang = -tau * static_cast<double>(j) / (2 * h);
-      p->stre[h - 1 + j] = static_cast<float>(std::cos(ang));
-      p->stim[h - 1 + j] = static_cast<float>(std::sin(ang));
-    }
+    for (int64_t j = 0; j < h; ++j) unit(p->stre, p->stim, h - 1 + j, j, 2 * h);
   p->rev.resize(N1);
   int bits = 0;
   while ((int64_t{1} << bits) < N1) ++bits;
@@ -341,11 +334,7 @@ std::shared_ptr<const FftPlan> make_plan(int64_t n) {
     p->rev[i] = static_cast<int32_t>(r);
   }
   p->postre.resize(N + 1), p->postim.resize(N + 1);
-  for (int64_t k = 0; k <= N; ++k) {
-    const double ang = -tau * static_cast<double>(k) / n;
-    p->postre[k] = static_cast<float>(std::cos(ang));
-    p->postim[k] = static_cast<float>(std::sin(ang));
-  }
+  for (int64_t k = 0; k <= N; ++k) unit(p->postre, p->postim, k, k, n);
   return p;
 }
 
