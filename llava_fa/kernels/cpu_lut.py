@@ -1,10 +1,16 @@
 """CPU LUT kernel of the FourierLinear inference path (C++ in ``cpu_lut_source.SOURCE``), built on first use.
 
-``lut_matmul(xp, ...)`` computes ``x' W'^T`` for the quantized part (see :mod:`.spectral`) in one pass over the
-8-bit codes: no dense weight, no dequantised spectrum and no table of partial products is written. The C++
-source has no Python bindings: it is written to a cache folder (under ``TORCH_EXTENSIONS_DIR`` or
+* :func:`layer_plan` + :func:`run_layer`: the whole layer for a few input rows in ONE call: ``x / d``, its
+  orthonormal rfft (:func:`rfft`, the kernel's own FFT; numpy's for lengths it does not take), the packed,
+  weighted spectrum, the LUT product ``x' W'^T`` in one pass over the 8-bit codes (no dense weight, no
+  dequantised spectrum, no table of partial products is written), the low-rank term and the bias.
+* :func:`lut_matmul`: the LUT product alone (tests, benchmarks).
+* :func:`planar_matmul` / :func:`planar_matmul_transposed`: larger batches; :func:`dequantize_planar` writes
+  row chunks of ``W'`` (float32 or bfloat16) that the BLAS multiplies (AVX-512 CPUs).
+
+The C++ source has no Python bindings: it is written to a cache folder (under ``TORCH_EXTENSIONS_DIR`` or
 ``~/.cache/torch_extensions``, keyed by the source and torch version), :func:`torch.utils.cpp_extension.load`
-builds it there (ninja + the system C++ compiler, about 2 s, once) and ``ctypes`` calls it. It picks an
+builds it there (ninja + the system C++ compiler, a few seconds, once) and ``ctypes`` calls it. It picks an
 AVX-512 / AVX2 / portable variant from the CPU's features at run time.
 
 When the kernel cannot be built (no compiler, no ninja, read-only cache) or ``LLAVA_FA_CPU_KERNEL=0`` is set,
