@@ -134,6 +134,23 @@ def test_kernel_rfft_refuses_other_lengths():
     assert cpu_lut.layer_plan(torch.zeros(8 * 48, dtype=torch.uint8), torch.ones(12), tables, 5, 32, 8, 96).own_fft
 
 
+def test_long_rows_walked_in_column_blocks_match_the_reference():
+    # from 3 input rows on, the polar product walks 1024-coefficient column blocks: rows of 1040 coefficients,
+    # groups of 48 straddle the block boundary and the rows
+    g = torch.Generator().manual_seed(3)
+    approx = fourier_approximate(torch.randn(5, 2080, generator=g), rank=0, amplitude_bits=3, phase_bits=5,
+                                 group_size=48)
+    layer = FourierLinear.from_approximation(approx)
+    spec = spectral_codes(layer)
+    tables = cpu_lut.cpu_tables(spec.table, _levels(layer), layer.phase_bits)
+    for rows in (1, 3, 4, 7):
+        xp = torch.randn(rows, 2 * spec.n_cols)
+        expected = xp.double() @ dequantized_rows(spec, 0, 5).double().T
+        for name in _runnable_variants(True):
+            out = cpu_lut.lut_matmul(xp, spec.codes, spec.scales, tables, layer.phase_bits, 48, 5, variant=name)
+            assert float((out.double() - expected).norm() / expected.norm()) < 1e-6, (name, rows)
+
+
 def test_layer_forward_routes_through_the_kernel(monkeypatch):
     layer = _layer(40, 128, group=64)
     x = torch.randn(2, 3, 128)

@@ -53,6 +53,8 @@ constexpr int64_t kMaxRows = 4;  // input rows handled per pass over the codes
 // Codes are prefetched this many bytes ahead, one cache line per 64 codes: the hardware prefetchers alone left the
 // kernel at about a third of the bandwidth a core reaches on large matrices (benchmarks/decode.py, 18944x3584).
 constexpr int64_t kPrefetch = 4096;
+// Coefficient columns per block of the polar product from 3 input rows on (its x block: 16 KB at 4 rows).
+constexpr int64_t kColumnBlock = 1024;
 
 inline void prefetch_codes(const uint8_t* code, int64_t k) {
   if ((k & 63) == 0) __builtin_prefetch(code + k + kPrefetch, 0, 3);
@@ -186,8 +188,11 @@ __attribute__((target("avx512f,f16c"))) void avx512_gather_rows(const Args& a, i
 }
 
 // Polar tables: level and phase looked up with in-register permutes (no memory gathers); x read split.
+// Output rows [o0, o1) over the coefficient columns [k0, k1): writes y at k0 == 0, adds to it otherwise.
 template <int NB>
-__attribute__((target("avx512f,f16c"))) void avx512_polar_block(const Args& a, int64_t o0, int64_t o1, int64_t b0) {
+__attribute__((target("avx512f,f16c"))) void avx512_polar_block(const Args& a, int64_t o0, int64_t o1, int64_t b0,
+                                                             int64_t k0, int64_t k1) {
+  const bool blocked = k1 - k0 < a.c;
   const __m512 lev0 = _mm512_loadu_ps(a.lev), lev1 = _mm512_loadu_ps(a.lev + 16);
   const __m512 cos0 = _mm512_loadu_ps(a.cosv), cos1 = _mm512_loadu_ps(a.cosv + 16);
   const __m512 sin0 = _mm512_loadu_ps(a.sinv), sin1 = _mm512_loadu_ps(a.sinv + 16);
@@ -197,9 +202,13 @@ __attribute__((target("avx512f,f16c"))) void avx512_polar_block(const Args& a, i
     const uint8_t* code = a.codes + o * a.c;
     __m512 acc[NB], part[NB];
     for (int b = 0; b < NB; ++b) acc[b] = part[b] = _mm512_setzero_ps();
-    GroupCursor cur(o * a.c, a.group);
-    for (int64_t k = 0; k < a.c; k += kChunk) {
-      prefetch_codes(code, k);
+    GroupCursor cur(o * a.c + k0, a.group);
+    for (int64_t k = k0; k < k1; k += kChunk) {
+      if (!blocked) {
+        prefetch_codes(code, k);
+      } else if ((k & 63) == 0) {  // column blocks: the same columns two rows ahead
+        __builtin_prefetch(code + 2 * a.c + k, 0, 3);
+      }
       const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code + k)));
       const __m512i phase = _mm512_and_si512(q, phase_mask);
       const __m512 level = _mm512_permutex2var_ps(lev0, _mm512_srl_epi32(q, shift), lev1);
@@ -209,8 +218,8 @@ __attribute__((target("avx512f,f16c"))) void avx512_polar_block(const Args& a, i
         part[b] = _mm512_fmadd_ps(re, _mm512_loadu_ps(a.xr + (b0 + b) * a.c + k), part[b]);
         part[b] = _mm512_fmadd_ps(im, _mm512_loadu_ps(a.xi + (b0 + b) * a.c + k), part[b]);
       }
-      // a chunk never straddles a group: scale the group's partial sums once, at its last chunk or the row end
-      if (cur.offset + kChunk == cur.group || k + kChunk == a.c) {
+      // a chunk never straddles a group: scale the group's partial sums once, at its last chunk or the block end
+      if (cur.offset + kChunk == cur.group || k + kChunk == k1) {
         const __m512 s = _mm512_set1_ps(fast_scale_at(a, cur.index));
         for (int b = 0; b < NB; ++b) {
           acc[b] = _mm512_fmadd_ps(part[b], s, acc[b]);
@@ -219,18 +228,26 @@ __attribute__((target("avx512f,f16c"))) void avx512_polar_block(const Args& a, i
       }
       cur.advance();
     }
-    for (int b = 0; b < NB; ++b) a.y[(b0 + b) * a.m + o] = _mm512_reduce_add_ps(acc[b]);
+    for (int b = 0; b < NB; ++b) {
+      float* y = a.y + (b0 + b) * a.m + o;
+      *y = (k0 == 0 ? 0.f : *y) + _mm512_reduce_add_ps(acc[b]);
+    }
   }
 }
 
-// The number of input rows is a template parameter: the accumulators stay in registers.
+// The number of input rows is a template parameter: the accumulators stay in registers. From 3 rows on, the input's
+// real and imaginary rows no longer fit L1 together: the columns are walked in blocks of kColumnBlock.
 __attribute__((target("avx512f,f16c"))) void avx512_polar_rows(const Args& a, int64_t o0, int64_t o1, int64_t b0,
                                                                int64_t nb) {
-  switch (nb) {
-    case 1: return avx512_polar_block<1>(a, o0, o1, b0);
-    case 2: return avx512_polar_block<2>(a, o0, o1, b0);
-    case 3: return avx512_polar_block<3>(a, o0, o1, b0);
-    default: return avx512_polar_block<4>(a, o0, o1, b0);
+  const int64_t step = nb >= 3 ? kColumnBlock : a.c;
+  for (int64_t k0 = 0; k0 < a.c; k0 += step) {
+    const int64_t k1 = k0 + step < a.c ? k0 + step : a.c;
+    switch (nb) {
+      case 1: avx512_polar_block<1>(a, o0, o1, b0, k0, k1); break;
+      case 2: avx512_polar_block<2>(a, o0, o1, b0, k0, k1); break;
+      case 3: avx512_polar_block<3>(a, o0, o1, b0, k0, k1); break;
+      default: avx512_polar_block<4>(a, o0, o1, b0, k0, k1); break;
+    }
   }
 }
 
