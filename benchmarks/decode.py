@@ -291,11 +291,12 @@ def _cpu_route(layer, max_rows: int):
     """``fourier_linear_forward`` with the LUT product's batch limit set to ``max_rows``:
     16 forces the LUT product, 0 the dequantised BLAS product (routing comparisons only)."""
     def call(t):
-        saved, cpu_lut.MAX_ROWS = cpu_lut.MAX_ROWS, max_rows
+        saved = cpu_lut.MAX_ROWS, cpu_lut.HALF_MAX_ROWS
+        cpu_lut.MAX_ROWS = cpu_lut.HALF_MAX_ROWS = max_rows
         try:
             return fourier_linear_forward(layer, t)
         finally:
-            cpu_lut.MAX_ROWS = saved
+            cpu_lut.MAX_ROWS, cpu_lut.HALF_MAX_ROWS = saved
     return call
 
 
@@ -343,8 +344,7 @@ def run_cpu(shapes: dict, batches, reps: int, flush_mb: int = 0) -> list[dict]:
                     methods[f"lut_{dtype}"] = (_cpu_route(layer, 16), inp)
                     if cpu_lut.dequantize_supported(layer.n_cols, 64):
                         methods[f"dequant_{dtype}"] = (_cpu_route(layer, 0), inp)
-                if batch <= cpu_lut.MAX_ROWS:
-                    methods.update(cpu_stage_timers(layer, x))
+                methods.update(cpu_stage_timers(layer, x))
             with torch.no_grad():
                 row["ours_err"] = rel_err(fourier_linear_forward(layer, x), x @ w32.T)
                 row.update({f"{k}_us": v for k, v in time_cpu_round_robin(methods, reps, flush_mb).items()})
@@ -362,7 +362,7 @@ def markdown(device: str, rows: list[dict]) -> str:
         lines = [f"CPU ({rows[0]['threads']} threads), microseconds per call, median, methods in a new random order per "
                  f"repetition, {rows[0].get('flush_mb', 0)} MB read before each call (L2 evicted); "
                  "ratio = ours / dense (lower is better); "
-                 f"ours routes batches <= {cpu_lut.MAX_ROWS} to the LUT "
+                 f"ours routes batches <= {cpu_lut.MAX_ROWS} (fp32) / {cpu_lut.HALF_MAX_ROWS} (bf16) to the LUT "
                  "product, larger ones to the dequantised BLAS product; lut / dequant = each forced (batch <= 16); "
                  "stages of ours fp32: rfft = x / d and the input's rfft (the kernel's FFT through its Python entry; in "
                  "brackets torch.fft.rfft), kernel = the "

@@ -178,6 +178,8 @@ def test_batch_limits_and_unaligned_shapes():
     assert not cpu_lut.supported(x[:1], 5, 32, 32)
     assert not cpu_lut.supported(x[:1], 8, 20, 32)
     assert not cpu_lut.supported(x[:0], 8, 32, 32)
+    assert cpu_lut.supported(x[:cpu_lut.HALF_MAX_ROWS], 8, 32, 32, half=True)
+    assert not cpu_lut.supported(x[:cpu_lut.HALF_MAX_ROWS + 1], 8, 32, 32, half=True)
     assert not cpu_lut.dequantize_supported(20, 32) and not cpu_lut.dequantize_supported(32, 24)
     for layer, inp in ((aligned, x), (odd, torch.randn(2, 40)), (odd, torch.randn(cpu_lut.MAX_ROWS + 3, 40))):
         with torch.no_grad():

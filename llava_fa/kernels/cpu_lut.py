@@ -43,10 +43,13 @@ logger = logging.getLogger(__name__)
 ENV_SWITCH = "LLAVA_FA_CPU_KERNEL"
 #: Variants of ``llava_fa_lut_gemv``: 0 picks the best this CPU runs.
 VARIANTS = {"auto": 0, "portable": 1, "avx2": 2, "avx512_gather": 3, "avx512_polar": 4}
-#: Largest batch (rows of ``x``) routed to the LUT product; larger batches dequantise chunks of W' and call the
-#: BLAS (:func:`planar_matmul`). The crossover measured by ``benchmarks/decode.py --device cpu`` lies between 8 and
-#: 16 rows for float32 and bfloat16 outputs.
-MAX_ROWS = 8
+#: Largest batch (rows of ``x``) routed to the LUT product for float32 outputs; larger batches dequantise chunks of
+#: W' and call the BLAS (:func:`planar_matmul`). ``benchmarks/decode.py --device cpu`` (``lut_*`` / ``dequant_*``
+#: columns) puts the crossover above 16 rows for float32 outputs and between 8 and 16 for bfloat16 ones, whose
+#: dequantised product runs on the CPU's bfloat16 units.
+MAX_ROWS = 16
+#: The same for bfloat16 / float16 outputs.
+HALF_MAX_ROWS = 8
 #: Bytes of W' dequantised per chunk by :func:`planar_matmul`.
 DEQUANT_CHUNK_BYTES = 4 << 20
 
@@ -124,11 +127,11 @@ def default_variant(polar: bool) -> str:
     return next(k for k, v in VARIANTS.items() if v == number)
 
 
-def supported(x: torch.Tensor, code_bits: int, n_cols: int, group_len: int) -> bool:
+def supported(x: torch.Tensor, code_bits: int, n_cols: int, group_len: int, half: bool = False) -> bool:
     """True when :func:`run_layer` takes this call (CPU tensor, 8-bit codes, 16-aligned sizes, 1 to ``MAX_ROWS``
-    rows)."""
+    rows, or 1 to ``HALF_MAX_ROWS`` for a half-precision output, ``half``)."""
     return (x.device.type == "cpu" and code_bits == 8 and n_cols % 16 == 0 and group_len % 16 == 0
-            and 0 < x.shape[0] <= MAX_ROWS and kernel() is not None)
+            and 0 < x.shape[0] <= (HALF_MAX_ROWS if half else MAX_ROWS) and kernel() is not None)
 
 
 _SCALE_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -412,7 +415,7 @@ def _raise_for(status: int, variant: str, has_levels: bool, n_cols: int, group_l
                            f"be multiples of 16")
 
 
-__all__ = ["DEQUANT_CHUNK_BYTES", "ENV_SWITCH", "MAX_ROWS", "VARIANTS", "LayerPlan", "cpu_tables", "default_variant",
-           "dequantize_planar", "dequantize_supported", "fourier_linear", "kernel", "layer_plan", "lut_matmul",
-           "planar_matmul", "planar_matmul_transposed", "rfft", "rfft_supported", "run_layer", "spectral_input_numpy",
-           "supported"]
+__all__ = ["DEQUANT_CHUNK_BYTES", "ENV_SWITCH", "HALF_MAX_ROWS", "MAX_ROWS", "VARIANTS", "LayerPlan", "cpu_tables",
+           "default_variant", "dequantize_planar", "dequantize_supported", "fourier_linear", "kernel", "layer_plan",
+           "lut_matmul", "planar_matmul", "planar_matmul_transposed", "rfft", "rfft_supported", "run_layer",
+           "spectral_input_numpy", "supported"]

@@ -203,7 +203,8 @@ def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tens
         return triton_fourier_linear(x, codes, scales, levels, table, input_scale, l1, l2, bias, out_features,
                                      phase_bits, group_len, out_dtype)
     prep = _prepared(codes, scales, levels, table, input_scale, l1, l2, phase_bits, n, code_bits, bias)
-    if cpu_lut_supported(x, code_bits, n_cols, group_len):  # the whole layer in one kernel call
+    half = out_dtype in (torch.bfloat16, torch.float16)
+    if cpu_lut_supported(x, code_bits, n_cols, group_len, half):  # the whole layer in one kernel call
         if "cpu_plan" not in prep:
             tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
             prep["cpu_plan"] = layer_plan(codes, scales, tables, phase_bits, group_len, out_features, n,
@@ -213,7 +214,6 @@ def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tens
     if x.device.type == "cpu" and code_bits == 8 and dequantize_supported(n_cols, group_len):
         # larger batches: W' dequantised chunk-wise by the C++ kernel, the product in bfloat16 for half outputs
         tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
-        half = out_dtype in (torch.bfloat16, torch.float16)
         xpl = planar_input(uv, n).to(torch.bfloat16 if half else torch.float32)
         with _without_autocast("cpu"):
             y = planar_matmul(xpl, codes, scales, tables, phase_bits, group_len, out_features)
