@@ -89,7 +89,7 @@ def quantized_spectral_product(uv: torch.Tensor, module) -> torch.Tensor:
     """``x' W'^T`` float32 ``(M, out)`` of a FourierLinear's quantized part from its spectral input ``uv``
     ``(M, n // 2 + 1, 2)``, differentiable in ``uv`` (the training path; nothing dense is saved). On an AVX-512
     CPU the C++ kernel dequantises ``W'`` (planar layout, the same product as the inference path's at batches
-    above ``cpu_lut.MAX_ROWS``); elsewhere the chunked torch path."""
+    above ``cpu_lut.MAX_ROWS`` rows); elsewhere the chunked torch path."""
     spec = spectral_codes(module)
     n = module.in_features
     if (uv.device.type == "cpu" and spec.code_bits == 8
