@@ -50,8 +50,8 @@ namespace {
 
 constexpr int64_t kChunk = 16;
 constexpr int64_t kMaxRows = 4;  // input rows handled per pass over the codes
-// Codes are prefetched this many bytes ahead, one cache line per 64 codes: the hardware prefetchers alone left the
-// kernel at about a third of the bandwidth a core reaches on large matrices (benchmarks/decode.py, 18944x3584).
+// Codes are prefetched this many bytes ahead, one cache line per 64 codes (the hardware prefetchers alone did not
+// keep up on large matrices).
 constexpr int64_t kPrefetch = 4096;
 // Coefficient columns per block of the polar product from 3 input rows on (its x block: 16 KB at 4 rows).
 constexpr int64_t kColumnBlock = 1024;
@@ -187,17 +187,38 @@ __attribute__((target("avx512f,f16c"))) void avx512_gather_rows(const Args& a, i
   }
 }
 
+// A polar code table in registers: the 2^a levels and the 2^p unit phasors (at most 32 each), looked up by
+// in-register permutes (code = (level index << p) | phase index).
+struct PolarLut {
+  __m512 lev0, lev1, cos0, cos1, sin0, sin1;
+  __m512i phase_mask;
+  __m128i shift;
+};
+
+__attribute__((target("avx512f"))) inline void load_polar(const Args& a, PolarLut& t) {
+  t.lev0 = _mm512_loadu_ps(a.lev), t.lev1 = _mm512_loadu_ps(a.lev + 16);
+  t.cos0 = _mm512_loadu_ps(a.cosv), t.cos1 = _mm512_loadu_ps(a.cosv + 16);
+  t.sin0 = _mm512_loadu_ps(a.sinv), t.sin1 = _mm512_loadu_ps(a.sinv + 16);
+  t.phase_mask = _mm512_set1_epi32((1 << a.phase_bits) - 1);
+  t.shift = _mm_cvtsi32_si128(static_cast<int>(a.phase_bits));
+}
+
+// (Re, Im) = level * (cos, sin) of 16 codes (int32 lanes).
+__attribute__((target("avx512f"))) inline void polar_lookup(const PolarLut& t, __m512i q, __m512& re, __m512& im) {
+  const __m512i phase = _mm512_and_si512(q, t.phase_mask);
+  const __m512 level = _mm512_permutex2var_ps(t.lev0, _mm512_srl_epi32(q, t.shift), t.lev1);
+  re = _mm512_mul_ps(level, _mm512_permutex2var_ps(t.cos0, phase, t.cos1));
+  im = _mm512_mul_ps(level, _mm512_permutex2var_ps(t.sin0, phase, t.sin1));
+}
+
 // Polar tables: level and phase looked up with in-register permutes (no memory gathers); x read split.
 // Output rows [o0, o1) over the coefficient columns [k0, k1): writes y at k0 == 0, adds to it otherwise.
 template <int NB>
 __attribute__((target("avx512f,f16c"))) void avx512_polar_block(const Args& a, int64_t o0, int64_t o1, int64_t b0,
                                                              int64_t k0, int64_t k1) {
   const bool blocked = k1 - k0 < a.c;
-  const __m512 lev0 = _mm512_loadu_ps(a.lev), lev1 = _mm512_loadu_ps(a.lev + 16);
-  const __m512 cos0 = _mm512_loadu_ps(a.cosv), cos1 = _mm512_loadu_ps(a.cosv + 16);
-  const __m512 sin0 = _mm512_loadu_ps(a.sinv), sin1 = _mm512_loadu_ps(a.sinv + 16);
-  const __m512i phase_mask = _mm512_set1_epi32((1 << a.phase_bits) - 1);
-  const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(a.phase_bits));
+  PolarLut lut;
+  load_polar(a, lut);
   for (int64_t o = o0; o < o1; ++o) {
     const uint8_t* code = a.codes + o * a.c;
     __m512 acc[NB], part[NB];
@@ -210,10 +231,8 @@ __attribute__((target("avx512f,f16c"))) void avx512_polar_block(const Args& a, i
         __builtin_prefetch(code + 2 * a.c + k, 0, 3);
       }
       const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(code + k)));
-      const __m512i phase = _mm512_and_si512(q, phase_mask);
-      const __m512 level = _mm512_permutex2var_ps(lev0, _mm512_srl_epi32(q, shift), lev1);
-      const __m512 re = _mm512_mul_ps(level, _mm512_permutex2var_ps(cos0, phase, cos1));
-      const __m512 im = _mm512_mul_ps(level, _mm512_permutex2var_ps(sin0, phase, sin1));
+      __m512 re, im;
+      polar_lookup(lut, q, re, im);
       for (int b = 0; b < NB; ++b) {
         part[b] = _mm512_fmadd_ps(re, _mm512_loadu_ps(a.xr + (b0 + b) * a.c + k), part[b]);
         part[b] = _mm512_fmadd_ps(im, _mm512_loadu_ps(a.xi + (b0 + b) * a.c + k), part[b]);
@@ -263,14 +282,8 @@ __attribute__((target("avx512f"))) inline __m256i to_bf16(__m512 v) {
 template <bool POLAR, bool BF16>
 __attribute__((target("avx512f,f16c"))) void avx512_dequant_rows(const Args& a, int64_t o0, int64_t o1, int64_t base,
                                                               void* out) {
-  const __m512 lev0 = POLAR ? _mm512_loadu_ps(a.lev) : _mm512_setzero_ps();
-  const __m512 lev1 = POLAR ? _mm512_loadu_ps(a.lev + 16) : _mm512_setzero_ps();
-  const __m512 cos0 = POLAR ? _mm512_loadu_ps(a.cosv) : _mm512_setzero_ps();
-  const __m512 cos1 = POLAR ? _mm512_loadu_ps(a.cosv + 16) : _mm512_setzero_ps();
-  const __m512 sin0 = POLAR ? _mm512_loadu_ps(a.sinv) : _mm512_setzero_ps();
-  const __m512 sin1 = POLAR ? _mm512_loadu_ps(a.sinv + 16) : _mm512_setzero_ps();
-  const __m512i phase_mask = _mm512_set1_epi32((1 << a.phase_bits) - 1);
-  const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(a.phase_bits));
+  PolarLut lut{};
+  if (POLAR) load_polar(a, lut);
   for (int64_t o = o0; o < o1; ++o) {
     const uint8_t* code = a.codes + o * a.c;
     const int64_t row = (o - base) * 2 * a.c;
@@ -281,10 +294,9 @@ __attribute__((target("avx512f,f16c"))) void avx512_dequant_rows(const Args& a, 
       const __m512 s = _mm512_set1_ps(fast_scale_at(a, cur.index));
       __m512 re, im;
       if (POLAR) {
-        const __m512i phase = _mm512_and_si512(q, phase_mask);
-        const __m512 level = _mm512_permutex2var_ps(lev0, _mm512_srl_epi32(q, shift), lev1);
-        re = _mm512_mul_ps(_mm512_mul_ps(level, _mm512_permutex2var_ps(cos0, phase, cos1)), s);
-        im = _mm512_mul_ps(_mm512_mul_ps(level, _mm512_permutex2var_ps(sin0, phase, sin1)), s);
+        polar_lookup(lut, q, re, im);
+        re = _mm512_mul_ps(re, s);
+        im = _mm512_mul_ps(im, s);
       } else {
         const __m512i twice = _mm512_slli_epi32(q, 1);
         re = _mm512_mul_ps(_mm512_i32gather_ps(twice, a.pairs, 4), s);
@@ -481,6 +493,16 @@ RowsFn pick(int64_t variant, bool polar) {
   }
 }
 
+// 0 when the kernels take these arguments, 2 otherwise: 16-aligned rows and groups, a known scale type, a table,
+// and for a polar table level and phase widths of at most 5 bits.
+int64_t check_args(int64_t c, int64_t group, int64_t scale_kind, const float* pairs, const float* lev,
+                   int64_t phase_bits) {
+  if (c % kChunk != 0 || group % kChunk != 0 || group <= 0) return 2;
+  if (scale_kind < 0 || scale_kind > 2 || pairs == nullptr) return 2;
+  if (lev != nullptr && (phase_bits < 3 || phase_bits > 5 || 8 - phase_bits > 5)) return 2;
+  return 0;
+}
+
 // Dot product of two float32 vectors, vectorised for the best ISA this CPU has (GCC function multiversioning).
 __attribute__((target_clones("avx512f", "avx2", "default"))) float dot(const float* a, const float* b, int64_t n) {
   float s = 0.f;
@@ -499,11 +521,8 @@ struct Epilogue {
 
 // The product over the row range, with the epilogue; returns 0, 1 (variant not runnable) or 2 (bad shapes).
 int64_t run(Args a, int64_t variant, const Epilogue& e) {
-  if (a.c % kChunk != 0 || a.group % kChunk != 0 || a.group <= 0 || a.rows < 0 || a.m < 0) return 2;
-  if (a.scale_kind < 0 || a.scale_kind > 2) return 2;
+  if (a.rows < 0 || a.m < 0 || check_args(a.c, a.group, a.scale_kind, a.pairs, a.lev, a.phase_bits)) return 2;
   const bool polar = a.lev != nullptr;
-  if (polar && (a.phase_bits < 3 || a.phase_bits > 5 || 8 - a.phase_bits > 5)) return 2;
-  if (a.pairs == nullptr) return 2;
   RowsFn fn = pick(variant, polar);
   if (fn == nullptr) return 1;
   if (!polar && fn == avx512_polar_rows) return 1;
@@ -565,10 +584,8 @@ extern "C" int64_t llava_fa_lut_dequant(const uint8_t* codes, const void* scales
                                         const float* pairs, const float* lev, const float* cosv, const float* sinv,
                                         int64_t phase_bits, int64_t o0, int64_t o1, int64_t c, void* out,
                                         int64_t bf16) {
-  if (c % kChunk != 0 || group % kChunk != 0 || group <= 0 || o0 < 0 || o1 < o0) return 2;
-  if (scale_kind < 0 || scale_kind > 2 || pairs == nullptr) return 2;
+  if (o0 < 0 || o1 < o0 || check_args(c, group, scale_kind, pairs, lev, phase_bits)) return 2;
   const bool polar = lev != nullptr;
-  if (polar && (phase_bits < 3 || phase_bits > 5 || 8 - phase_bits > 5)) return 2;
   if (!has_avx512()) return 1;
   Args a{codes, scales, scale_kind, group, pairs, lev, cosv, sinv, phase_bits, nullptr, nullptr, nullptr, 0, c,
          nullptr, 0};
