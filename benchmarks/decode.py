@@ -342,7 +342,7 @@ def run_cpu(shapes: dict, batches, reps: int, flush_mb: int = 0) -> list[dict]:
             if 0 < batch <= 16 and cpu_lut.kernel() is not None:
                 for dtype, inp in (("fp32", x), ("bf16", xb)):
                     methods[f"lut_{dtype}"] = (_cpu_route(layer, 16), inp)
-                    if cpu_lut.dequantize_supported(layer.n_cols, 64):
+                    if cpu_lut.dequantize_supported(x.device, 8, layer.n_cols, 64):
                         methods[f"dequant_{dtype}"] = (_cpu_route(layer, 0), inp)
                 methods.update(cpu_stage_timers(layer, x))
             with torch.no_grad():

@@ -180,7 +180,9 @@ def test_batch_limits_and_unaligned_shapes():
     assert not cpu_lut.supported(x[:0], 8, 32, 32)
     assert cpu_lut.supported(x[:cpu_lut.HALF_MAX_ROWS], 8, 32, 32, half=True)
     assert not cpu_lut.supported(x[:cpu_lut.HALF_MAX_ROWS + 1], 8, 32, 32, half=True)
-    assert not cpu_lut.dequantize_supported(20, 32) and not cpu_lut.dequantize_supported(32, 24)
+    cpu = torch.device("cpu")
+    assert not cpu_lut.dequantize_supported(cpu, 8, 20, 32) and not cpu_lut.dequantize_supported(cpu, 8, 32, 24)
+    assert not cpu_lut.dequantize_supported(cpu, 5, 32, 32) and not cpu_lut.dequantize_supported("meta", 8, 32, 32)
     for layer, inp in ((aligned, x), (odd, torch.randn(2, 40)), (odd, torch.randn(cpu_lut.MAX_ROWS + 3, 40))):
         with torch.no_grad():
             expected = torch.nn.functional.linear(inp, layer.dense_weight(), layer.bias)
@@ -188,7 +190,7 @@ def test_batch_limits_and_unaligned_shapes():
         assert float((got - expected).norm() / expected.norm()) < 1e-5
 
 
-needs_dequant = pytest.mark.skipif(not cpu_lut.dequantize_supported(16, 16),
+needs_dequant = pytest.mark.skipif(not cpu_lut.dequantize_supported(torch.device("cpu"), 8, 16, 16),
                                    reason="the C++ dequantiser needs an AVX-512 CPU")
 
 

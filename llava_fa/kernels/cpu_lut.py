@@ -166,19 +166,19 @@ def lut_matmul(xp: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor, tabl
     xp = xp.detach().float().contiguous()
     codes, scales = codes.contiguous(), scales.contiguous()
     out = torch.empty(rows, out_features, dtype=torch.float32)
-    status = kernel().llava_fa_lut_gemv(
-        _ptr(codes), _ptr(scales), _SCALE_KINDS[scales.dtype], group_len, _ptr(tables["pairs"]),
-        _ptr(tables.get("lev")), _ptr(tables.get("cos")), _ptr(tables.get("sin")), phase_bits, _ptr(xp), rows, n_cols,
-        _ptr(out), out_features, VARIANTS[variant])
+    status = kernel().llava_fa_lut_gemv(*_table_args(codes, scales, tables, group_len, phase_bits), _ptr(xp), rows,
+                                        n_cols, _ptr(out), out_features, VARIANTS[variant])
     _raise_for(status, variant, "lev" in tables, n_cols, group_len)
     return out
 
 
-def dequantize_supported(n_cols: int, group_len: int) -> bool:
-    """True when :func:`dequantize_planar` runs here (the kernel built, an AVX-512 CPU, 16-aligned sizes)."""
+def dequantize_supported(device: torch.device, code_bits: int, n_cols: int, group_len: int) -> bool:
+    """True when :func:`dequantize_planar` takes a layer on ``device`` (the CPU, the kernel built, an AVX-512 CPU,
+    8-bit codes, 16-aligned sizes)."""
+    if torch.device(device).type != "cpu" or code_bits != 8 or n_cols % 16 or group_len % 16:
+        return False
     lib = kernel()
-    return (lib is not None and n_cols % 16 == 0 and group_len % 16 == 0
-            and int(lib.llava_fa_lut_variant(0)) == VARIANTS["avx512_gather"])
+    return lib is not None and int(lib.llava_fa_lut_variant(0)) == VARIANTS["avx512_gather"]
 
 
 def dequantize_planar(codes: torch.Tensor, scales: torch.Tensor, tables: dict[str, torch.Tensor], phase_bits: int,
@@ -200,15 +200,11 @@ def dequantize_planar(codes: torch.Tensor, scales: torch.Tensor, tables: dict[st
     elif out.shape != shape or out.dtype != dtype or not out.is_contiguous():
         raise ValueError(f"dequantize_planar: out must be a contiguous {dtype} tensor of shape {shape}")
     codes, scales = codes.contiguous(), scales.contiguous()
-    status = kernel().llava_fa_lut_dequant(
-        _ptr(codes), _ptr(scales), _SCALE_KINDS[scales.dtype], group_len, _ptr(tables["pairs"]),
-        _ptr(tables.get("lev")), _ptr(tables.get("cos")), _ptr(tables.get("sin")), phase_bits, start, stop, n_cols,
-        _ptr(out), int(dtype == torch.bfloat16))
+    status = kernel().llava_fa_lut_dequant(*_table_args(codes, scales, tables, group_len, phase_bits), start, stop,
+                                           n_cols, _ptr(out), int(dtype == torch.bfloat16))
     if status == 1:
         raise RuntimeError("dequantize_planar needs an AVX-512 CPU (see dequantize_supported)")
-    if status:
-        raise RuntimeError(f"the CPU LUT kernel rejected the shapes: n_cols={n_cols} and group_len={group_len} must "
-                           f"be multiples of 16")
+    _raise_for(status, "auto", "lev" in tables, n_cols, group_len)
     return out
 
 
@@ -346,8 +342,7 @@ def layer_plan(codes: torch.Tensor, scales: torch.Tensor, tables: dict[str, torc
     inverse = _float_vector(inverse_scale)
     if inverse is not None and inverse.shape != (in_features,):
         raise ValueError(f"layer_plan: inverse_scale of shape {tuple(inverse.shape)}, expected ({in_features},)")
-    head = (_ptr(codes), _ptr(scales), _SCALE_KINDS[scales.dtype], group_len, _ptr(tables["pairs"]),
-            _ptr(tables.get("lev")), _ptr(tables.get("cos")), _ptr(tables.get("sin")), phase_bits)
+    head = _table_args(codes, scales, tables, group_len, phase_bits)
     lr_out_t = None if lr_out is None else lr_out.T.contiguous()  # the kernel adds one axpy per rank
     tail = (out_features, _ptr(lr_in), _ptr(lr_out_t), rank2, _ptr(bias), VARIANTS[variant])
     return LayerPlan(head=head, tail=tail, keep=(codes, scales, tables, lr_in, lr_out_t, bias), in_features=in_features,
@@ -391,6 +386,13 @@ def fourier_linear(x: torch.Tensor, inverse_scale: Optional[torch.Tensor], codes
 
 def _ptr(t: Optional[torch.Tensor]) -> Optional[int]:
     return None if t is None else t.data_ptr()
+
+
+def _table_args(codes: torch.Tensor, scales: torch.Tensor, tables: dict[str, torch.Tensor], group_len: int,
+                phase_bits: int) -> tuple:
+    """The leading arguments every kernel entry takes: codes, scales and their type, group, the code table."""
+    return (_ptr(codes), _ptr(scales), _SCALE_KINDS[scales.dtype], group_len, _ptr(tables["pairs"]),
+            _ptr(tables.get("lev")), _ptr(tables.get("cos")), _ptr(tables.get("sin")), phase_bits)
 
 
 def _check_call(codes: torch.Tensor, scales: torch.Tensor, tables: dict[str, torch.Tensor], coefficients: int,

@@ -92,8 +92,7 @@ def quantized_spectral_product(uv: torch.Tensor, module) -> torch.Tensor:
     above ``cpu_lut.MAX_ROWS`` rows); elsewhere the chunked torch path."""
     spec = spectral_codes(module)
     n = module.in_features
-    if (uv.device.type == "cpu" and spec.code_bits == 8
-            and dequantize_supported(spec.n_cols, spec.group_len)):
+    if dequantize_supported(uv.device, spec.code_bits, spec.n_cols, spec.group_len):
         levels, table = getattr(module, "levels", None), getattr(module, "table", None)
         prep = _prepared(module.codes, module.scales, levels, table, module.input_scale, None, None,
                          module.phase_bits, n, 8)
@@ -211,7 +210,7 @@ def fourier_linear_impl(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tens
                                           prep.get("lr_in"), prep.get("lr_out"), bias, _inverse_scale(prep))
         return run_layer(prep["cpu_plan"], x).to(out_dtype)
     uv = scaled_spectral_input(x, _inverse_scale(prep))
-    if x.device.type == "cpu" and code_bits == 8 and dequantize_supported(n_cols, group_len):
+    if dequantize_supported(x.device, code_bits, n_cols, group_len):
         # larger batches: W' dequantised chunk-wise by the C++ kernel, the product in bfloat16 for half outputs
         tables = _cpu_tables(prep, levels, table, phase_bits, code_bits, codes.device)
         xpl = planar_input(uv, n).to(torch.bfloat16 if half else torch.float32)
