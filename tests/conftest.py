@@ -30,16 +30,17 @@ def correlated_layer(m: int = 48, n: int = 64, tokens: int = 512, seed: int = 0)
     return w, x
 
 
-def tiny_qwen2_lm(loud_channels: bool = False):
-    """A seeded 1-layer Qwen2 LM (vocab 96, width 32) in eval mode; `loud_channels`: the first 4 input channels
-    of both decoder norms scaled by 8 (non-white activations, as in trained models)."""
+def tiny_qwen2_lm(loud_channels: bool = False, **config):
+    """A seeded Qwen2 LM in eval mode: 1 layer, vocab 96, width 32 unless `config` overrides Qwen2Config fields;
+    `loud_channels`: the first 4 input channels of the first layer's decoder norms scaled by 8 (non-white
+    activations, as in trained models)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=4, num_key_value_heads=2,
-                                         tie_word_embeddings=False)).eval()
+    fields = dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                  num_key_value_heads=2, tie_word_embeddings=False)
+    model = Qwen2ForCausalLM(Qwen2Config(**{**fields, **config})).eval()
     if loud_channels:
         with torch.no_grad():
             model.model.layers[0].input_layernorm.weight[:4] = 8.0

@@ -18,7 +18,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from transformers import AutoModelForCausalLM, CompileConfig, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+from conftest import tiny_qwen2_lm  # noqa: E402
+from transformers import AutoModelForCausalLM, CompileConfig  # noqa: E402
 
 from llava_fa.kernels import cpu_lut  # noqa: E402
 from llava_fa.quantization import FourierApproxConfig, is_fourier_linear  # noqa: E402
@@ -26,8 +27,7 @@ from llava_fa.quantization import FourierApproxConfig, is_fourier_linear  # noqa
 VOCAB = 96
 #: hidden 64 -> 32 rfft columns (the C++ LUT kernel's 16-aligned case); intermediate 80 -> 40 columns in
 #: down_proj (not 16-aligned: the plain-torch spectral path of the same op).
-CONFIG = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, tie_word_embeddings=False, max_position_embeddings=64)
+CONFIG = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=80, num_hidden_layers=2, max_position_embeddings=64)
 NEW_TOKENS = 8
 OP = torch.ops.llava_fa_kernels.fourier_linear
 
@@ -35,9 +35,8 @@ OP = torch.ops.llava_fa_kernels.fourier_linear
 @pytest.fixture(scope="module")
 def saved_lm(tmp_path_factory):
     """A seeded tiny 2-layer Qwen2 causal LM saved as a plain (dense) checkpoint folder."""
-    torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_qwen2") / "dense"
-    Qwen2ForCausalLM(Qwen2Config(**CONFIG)).eval().save_pretrained(path)
+    tiny_qwen2_lm(**CONFIG).save_pretrained(path)
     return path
 
 
